@@ -1,0 +1,5 @@
+import sys
+
+from heroes.cli import main
+
+sys.exit(main())

@@ -1,0 +1,48 @@
+"""Liveness (the process answers) and readiness (database reachable, schema at head)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from heroes.lifecycle import is_draining
+from heroes.migrate import current_revision
+
+router = APIRouter(prefix="/health", tags=["health"])
+
+
+@router.get("/live")
+async def live() -> dict[str, str]:
+    """The process is up; checks no dependency, so a database outage never restarts the API."""
+    return {"status": "ok"}
+
+
+def _unavailable(reason: str) -> JSONResponse:
+    return JSONResponse({"status": "unavailable", "reason": reason}, status_code=503)
+
+
+@router.get(
+    "/ready",
+    responses={503: {"description": "Not ready: database down, schema not at head, or draining"}},
+)
+async def ready(request: Request) -> JSONResponse:
+    """Ready to serve: the database answers within READY_TIMEOUT and its schema is at head."""
+    if is_draining():
+        return _unavailable("shutting down")
+    engine: AsyncEngine = request.app.state.engine
+    try:
+        async with asyncio.timeout(request.app.state.settings.ready_timeout):
+            async with engine.connect() as connection:
+                revision = await current_revision(connection)
+    except TimeoutError:
+        return _unavailable("database did not answer in time")
+    except Exception as exc:
+        if "alembic_version" in str(exc):
+            return _unavailable("schema not migrated")
+        return _unavailable(f"database unreachable ({type(exc).__name__})")
+    if revision != request.app.state.head_revision:
+        return _unavailable(f"schema at {revision}, expected {request.app.state.head_revision}")
+    return JSONResponse({"status": "ready", "revision": revision})

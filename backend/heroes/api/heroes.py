@@ -1,0 +1,73 @@
+"""Hero routes: thin, the queries live in heroes.crud."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query
+
+from heroes import crud
+from heroes.db import SessionDep
+from heroes.models import (
+    INT32_MAX,
+    INT64_MAX,
+    TEXT_MAX,
+    Hero,
+    HeroCreate,
+    HeroPublic,
+    HeroUpdate,
+    StorableText,
+)
+from heroes.security import require_reader, require_writer
+
+NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "Hero not found"}}
+COMMON: dict[int | str, dict[str, Any]] = {
+    401: {"description": "Missing or invalid bearer token (when API tokens are configured)"},
+    413: {"description": "Request body too large"},
+    503: {"description": "Database unavailable"},
+}
+
+router = APIRouter(prefix="/heroes", tags=["heroes"], responses=COMMON)
+Reads = [Depends(require_reader)]
+Writes = [Depends(require_writer)]
+
+
+@router.post("/", response_model=HeroPublic, dependencies=Writes)
+async def create_hero(hero: HeroCreate, session: SessionDep) -> Hero:
+    """Create a hero; the id is assigned by the server."""
+    return await crud.create_hero(session=session, hero_in=hero)
+
+
+@router.get("/", response_model=list[HeroPublic], dependencies=Reads)
+async def read_heroes(
+    session: SessionDep,
+    offset: Annotated[int, Query(ge=0, le=INT64_MAX)] = 0,
+    limit: Annotated[int, Query(ge=1, le=100)] = 100,
+    name: Annotated[StorableText | None, Query(min_length=1, max_length=TEXT_MAX)] = None,
+    age_min: Annotated[int | None, Query(ge=0, le=INT32_MAX)] = None,
+    age_max: Annotated[int | None, Query(ge=0, le=INT32_MAX)] = None,
+) -> Sequence[Hero]:
+    """List heroes ordered by id, optionally filtered by exact name and an age range."""
+    return await crud.list_heroes(
+        session=session, offset=offset, limit=limit, name=name, age_min=age_min, age_max=age_max
+    )
+
+
+@router.get("/{hero_id}", response_model=HeroPublic, responses=NOT_FOUND, dependencies=Reads)
+async def read_hero(hero_id: int, session: SessionDep) -> Hero:
+    """Read one hero."""
+    return await crud.get_hero(session=session, hero_id=hero_id)
+
+
+@router.patch("/{hero_id}", response_model=HeroPublic, responses=NOT_FOUND, dependencies=Writes)
+async def update_hero(hero_id: int, hero: HeroUpdate, session: SessionDep) -> Hero:
+    """Change the fields that are sent; the others keep their values."""
+    return await crud.update_hero(session=session, hero_id=hero_id, hero_in=hero)
+
+
+@router.delete("/{hero_id}", responses=NOT_FOUND, dependencies=Writes)
+async def delete_hero(hero_id: int, session: SessionDep) -> dict[str, bool]:
+    """Delete a hero."""
+    await crud.delete_hero(session=session, hero_id=hero_id)
+    return {"ok": True}

@@ -1,0 +1,96 @@
+"""The `heroes` command: migrate, serve, check."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from pydantic import ValidationError
+from sqlalchemy import create_engine, pool, text
+
+from heroes import migrate
+from heroes.config import Settings, describe_error, get_settings
+from heroes.db import postgres_connect_args
+
+
+def _settings() -> Settings:
+    try:
+        return get_settings()
+    except (ValidationError, ValueError) as exc:
+        print(f"heroes: {describe_error(exc)}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def _migrate(settings: Settings, _args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    migrate.upgrade(settings)
+    return 0
+
+
+def _check(settings: Settings, _args: argparse.Namespace) -> int:
+    url = settings.sync_url
+    connect_args = postgres_connect_args(settings) if not settings.is_sqlite else {}
+    engine = create_engine(url, poolclass=pool.NullPool, connect_args=connect_args)
+    try:
+        with engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+            revision = connection.execute(
+                text("SELECT version_num FROM alembic_version")
+            ).scalar_one_or_none()
+    except Exception as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        print(f"heroes: database check failed: {reason}", file=sys.stderr)
+        return 1
+    finally:
+        engine.dispose()
+    head = migrate.head_revision(settings)
+    if revision != head:
+        print(
+            f"heroes: schema at {revision}, expected {head}: run `heroes migrate`", file=sys.stderr
+        )
+        return 1
+    print(f"ok: {settings.environment} on {url.get_backend_name()}, schema at {revision}")
+    return 0
+
+
+def _serve(settings: Settings, args: argparse.Namespace) -> int:
+    import uvicorn
+
+    if settings.is_sqlite:
+        # The embedded default should give a working API in one command.
+        _migrate(settings, args)
+    uvicorn.run(
+        "heroes.main:create_app",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        reload=args.reload,
+        log_level=settings.log_level,
+    )
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="heroes", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("migrate", help="upgrade the database schema to head (safe to run concurrently)")
+    sub.add_parser("check", help="validate settings and database connectivity")
+    serve = sub.add_parser("serve", help="run a local development server")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--reload", action="store_true")
+    return parser
+
+
+COMMANDS = {"migrate": _migrate, "check": _check, "serve": _serve}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return COMMANDS[args.command](_settings(), args)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,70 @@
+"""Domain errors, and the one place that maps every error to an HTTP answer."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+from starlette.responses import JSONResponse
+
+logger = logging.getLogger("heroes.errors")
+
+
+class HeroNotFound(Exception):
+    """No hero has the requested id."""
+
+
+class AsciiJSONResponse(JSONResponse):
+    """Escapes non-ASCII, so echoing hostile input (lone surrogates) can never fail to encode."""
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, ensure_ascii=True, separators=(",", ":")).encode("ascii")
+
+
+def error(status: int, detail: Any, headers: dict[str, str] | None = None) -> JSONResponse:
+    return AsciiJSONResponse({"detail": detail}, status_code=status, headers=headers)
+
+
+async def _hero_not_found(_request: Request, _exc: Exception) -> JSONResponse:
+    return error(404, "Hero not found")
+
+
+async def _validation_failed(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    return error(422, jsonable_encoder(exc.errors()))
+
+
+async def _database_rejected(_request: Request, exc: Exception) -> JSONResponse:
+    # Validation should stop bad values first; this keeps a missed case a 4xx, not a 500.
+    logger.warning("database rejected a value: %s", type(exc.__cause__ or exc).__name__)
+    return error(422, "Value rejected by the database")
+
+
+async def _database_unavailable(_request: Request, exc: Exception) -> JSONResponse:
+    logger.error("database unavailable: %s", type(exc).__name__)
+    return error(503, "Database unavailable", headers={"Retry-After": "1"})
+
+
+async def _unhandled(_request: Request, exc: Exception) -> JSONResponse:
+    logger.error("unhandled error", exc_info=exc)
+    return error(500, "Internal Server Error")
+
+
+def register_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(HeroNotFound, _hero_not_found)
+    app.add_exception_handler(RequestValidationError, _validation_failed)
+    app.add_exception_handler(DataError, _database_rejected)
+    app.add_exception_handler(IntegrityError, _database_rejected)
+    # Other driver errors (connection refused, server gone, statement timeout), pool exhaustion.
+    app.add_exception_handler(DBAPIError, _database_unavailable)
+    app.add_exception_handler(PoolTimeoutError, _database_unavailable)
+    app.add_exception_handler(ConnectionError, _database_unavailable)
+    app.add_exception_handler(asyncio.TimeoutError, _database_unavailable)
+    app.add_exception_handler(Exception, _unhandled)

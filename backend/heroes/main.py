@@ -1,0 +1,50 @@
+"""The application factory; the engine lives in the lifespan, so each worker builds its own."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from heroes import __version__
+from heroes.api import health
+from heroes.api import heroes as hero_routes
+from heroes.config import Settings, get_settings
+from heroes.db import create_engine
+from heroes.errors import register_error_handlers
+from heroes.lifecycle import CloseConnectionsWhileDraining
+from heroes.limits import BodySizeLimit
+from heroes.migrate import head_revision
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    settings: Settings = app.state.settings
+    app.state.engine = create_engine(settings)
+    app.state.head_revision = head_revision(settings)
+    try:
+        yield
+    finally:
+        await app.state.engine.dispose()
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    docs = settings.docs_enabled
+    app = FastAPI(
+        title="Heroes",
+        version=__version__,
+        summary="The Hero API of the FastAPI SQL tutorial, production-shaped.",
+        lifespan=lifespan,
+        docs_url="/docs" if docs else None,
+        redoc_url="/redoc" if docs else None,
+        openapi_url="/openapi.json" if docs else None,
+    )
+    app.state.settings = settings
+    register_error_handlers(app)
+    app.include_router(hero_routes.router)
+    app.include_router(health.router)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(CloseConnectionsWhileDraining)
+    return app

@@ -1,0 +1,40 @@
+"""Alembic, driven from the settings; the only thing that creates or changes tables."""
+
+from __future__ import annotations
+
+from importlib.resources import files
+
+from alembic import command
+from alembic.config import Config
+from alembic.script import ScriptDirectory
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from heroes.config import Settings
+
+# Any constant shared by every migration runner; "heroes" in ASCII.
+ADVISORY_LOCK_KEY = 0x6865726F6573
+
+
+def alembic_config(settings: Settings) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(files("heroes") / "migrations"))
+    config.attributes["settings"] = settings
+    return config
+
+
+def upgrade(settings: Settings, revision: str = "head") -> None:
+    command.upgrade(alembic_config(settings), revision)
+
+
+def downgrade(settings: Settings, revision: str) -> None:
+    command.downgrade(alembic_config(settings), revision)
+
+
+def head_revision(settings: Settings) -> str | None:
+    return ScriptDirectory.from_config(alembic_config(settings)).get_current_head()
+
+
+async def current_revision(connection: AsyncConnection) -> str | None:
+    result = await connection.execute(text("SELECT version_num FROM alembic_version"))
+    return result.scalar_one_or_none()
