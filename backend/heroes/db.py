@@ -7,7 +7,12 @@ from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from sqlalchemy import event
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
+    AsyncEngine,
+    async_sessionmaker,
+    create_async_engine,
+)
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from heroes.config import Settings
@@ -34,6 +39,18 @@ def create_engine(settings: Settings) -> AsyncEngine:
     )
 
 
+def session_factory(bind: AsyncEngine | AsyncConnection) -> async_sessionmaker[AsyncSession]:
+    """Sessions for requests; tests bind them to a connection whose transaction they roll back."""
+    if isinstance(bind, AsyncConnection):
+        return async_sessionmaker(
+            bind,
+            class_=AsyncSession,
+            expire_on_commit=False,
+            join_transaction_mode="create_savepoint",
+        )
+    return async_sessionmaker(bind, class_=AsyncSession, expire_on_commit=False)
+
+
 def postgres_connect_args(settings: Settings, *, statement_timeout: bool = True) -> dict[str, Any]:
     args: dict[str, Any] = {
         "connect_timeout": settings.db_connect_timeout,
@@ -58,8 +75,8 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
     Used with ``scope="function"`` so the commit happens before the response is sent:
     a client never sees 200 for a write that did not commit.
     """
-    engine: AsyncEngine = request.app.state.engine
-    async with AsyncSession(engine, expire_on_commit=False) as session:
+    factory: async_sessionmaker[AsyncSession] = request.app.state.session_factory
+    async with factory() as session:
         try:
             yield session
         except BaseException:

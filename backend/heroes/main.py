@@ -11,7 +11,7 @@ from heroes import __version__
 from heroes.api import health
 from heroes.api import heroes as hero_routes
 from heroes.config import Settings, get_settings
-from heroes.db import create_engine
+from heroes.db import create_engine, session_factory
 from heroes.errors import register_error_handlers
 from heroes.lifecycle import CloseConnectionsWhileDraining
 from heroes.limits import BodySizeLimit
@@ -22,6 +22,7 @@ from heroes.migrate import head_revision
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
     app.state.engine = create_engine(settings)
+    app.state.session_factory = session_factory(app.state.engine)
     app.state.head_revision = head_revision(settings)
     try:
         yield

@@ -1,0 +1,131 @@
+"""Every API test runs on SQLite and on PostgreSQL, each test on an isolated database:
+a fresh SQLite file, or a PostgreSQL transaction that is rolled back afterwards."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from heroes import migrate
+from heroes.config import Settings
+from heroes.db import session_factory
+from heroes.lifecycle import reset_draining
+from heroes.main import create_app
+
+from .pgserver import PostgresServer, create_database
+
+BACKENDS = ("sqlite", "postgres")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--backends",
+        default=os.environ.get("TEST_BACKENDS", ",".join(BACKENDS)),
+        help="comma-separated database backends to run the suite on (sqlite,postgres)",
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    wanted = set(str(config.getoption("--backends")).split(","))
+    unknown = wanted - set(BACKENDS)
+    if unknown:
+        raise pytest.UsageError(f"unknown backends: {sorted(unknown)}")
+    keep, drop = [], []
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        backend = callspec.params.get("backend") if callspec else None
+        (drop if backend is not None and backend not in wanted else keep).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
+
+
+@pytest.fixture(scope="session")
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture(scope="session", params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    name: str = request.param
+    return name
+
+
+@pytest.fixture(scope="session")
+def pg_admin_url() -> Iterator[str]:
+    """TEST_DATABASE_URL when given (CI service container), else a server of our own."""
+    given = os.environ.get("TEST_DATABASE_URL")
+    if given:
+        yield given.replace("postgresql://", "postgresql+psycopg://", 1)
+        return
+    server = PostgresServer()
+    server.start()
+    try:
+        yield server.url()
+    finally:
+        server.stop()
+
+
+def make_settings(database_url: str, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {"database_url": database_url, "environment": "development"}
+    values.update(overrides)
+    return Settings(**values)
+
+
+@pytest.fixture(scope="session")
+def migrated_url(
+    backend: str, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> str:
+    """A database at head, migrated once per session: the SQLite template or the PG test database."""
+    if backend == "sqlite":
+        url = f"sqlite:///{tmp_path_factory.mktemp('template') / 'heroes.db'}"
+    else:
+        url = create_database(request.getfixturevalue("pg_admin_url"), "heroes_test")
+    migrate.upgrade(make_settings(url))
+    return url
+
+
+@pytest.fixture
+def settings(backend: str, migrated_url: str, tmp_path: Path) -> Settings:
+    if backend == "sqlite":
+        template = Path(migrated_url.removeprefix("sqlite:///"))
+        shutil.copy(template, tmp_path / "heroes.db")
+        return make_settings(f"sqlite:///{tmp_path / 'heroes.db'}")
+    return make_settings(migrated_url)
+
+
+@pytest.fixture
+async def app(settings: Settings) -> AsyncIterator[FastAPI]:
+    application = create_app(settings)
+    async with application.router.lifespan_context(application):
+        if settings.is_sqlite:
+            yield application
+        else:
+            async with application.state.engine.connect() as connection:
+                transaction = await connection.begin()
+                application.state.session_factory = session_factory(connection)
+                yield application
+                await transaction.rollback()
+    reset_draining()
+
+
+@pytest.fixture
+async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+        yield http
+
+
+async def create_hero(client: httpx.AsyncClient, **fields: Any) -> dict[str, Any]:
+    body = {"name": "Deadpond", "secret_name": "Dive Wilson", **fields}
+    response = await client.post("/heroes/", json=body)
+    assert response.status_code == 200, response.text
+    hero: dict[str, Any] = response.json()
+    return hero
