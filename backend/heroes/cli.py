@@ -45,11 +45,9 @@ def _check(settings: Settings, _args: argparse.Namespace) -> int:
         return 1
     finally:
         engine.dispose()
-    head = migrate.head_revision(settings)
-    if revision != head:
-        print(
-            f"heroes: schema at {revision}, expected {head}: run `heroes migrate`", file=sys.stderr
-        )
+    schema = migrate.SchemaExpectation.of(settings)
+    if not schema.accepts(revision):
+        print(f"heroes: {schema.describe(revision)}: run `heroes migrate`", file=sys.stderr)
         return 1
     print(f"ok: {settings.environment} on {url.get_backend_name()}, schema at {revision}")
     return 0

@@ -15,7 +15,7 @@ from heroes.db import create_engine, session_factory
 from heroes.errors import register_error_handlers
 from heroes.lifecycle import CloseConnectionsWhileDraining
 from heroes.limits import BodySizeLimit
-from heroes.migrate import head_revision
+from heroes.migrate import SchemaExpectation
 
 
 @asynccontextmanager
@@ -23,7 +23,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
     app.state.engine = create_engine(settings)
     app.state.session_factory = session_factory(app.state.engine)
-    app.state.head_revision = head_revision(settings)
+    app.state.schema = SchemaExpectation.of(settings)
     try:
         yield
     finally:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from importlib.resources import files
 
 from alembic import command
@@ -33,6 +34,28 @@ def downgrade(settings: Settings, revision: str) -> None:
 
 def head_revision(settings: Settings) -> str | None:
     return ScriptDirectory.from_config(alembic_config(settings)).get_current_head()
+
+
+@dataclass(frozen=True)
+class SchemaExpectation:
+    """Which database revisions this code can serve."""
+
+    head: str | None
+    known: frozenset[str]
+
+    @classmethod
+    def of(cls, settings: Settings) -> SchemaExpectation:
+        script = ScriptDirectory.from_config(alembic_config(settings))
+        known = frozenset(rev.revision for rev in script.walk_revisions())
+        return cls(head=script.get_current_head(), known=known)
+
+    def accepts(self, revision: str | None) -> bool:
+        # A revision this code does not know is newer: a release migrates before it rolls out, and
+        # migrations are expand-only, so old pods stay ready and a rollback can become ready.
+        return revision == self.head or (revision is not None and revision not in self.known)
+
+    def describe(self, revision: str | None) -> str:
+        return f"schema at {revision}, expected {self.head}"
 
 
 async def current_revision(connection: AsyncConnection) -> str | None:

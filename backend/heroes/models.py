@@ -14,13 +14,10 @@ TEXT_MAX = 255
 
 
 def storable_text(value: str) -> str:
-    """Reject what PostgreSQL cannot store in a text column (SQLite would accept it silently)."""
+    """Reject NUL, which PostgreSQL cannot store in text (SQLite would accept it silently).
+    Lone surrogates, which UTF-8 cannot encode, are already refused by pydantic's str."""
     if "\x00" in value:
         raise ValueError("must not contain NUL (\\u0000) characters")
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise ValueError("must be valid Unicode (no lone surrogates)") from None
     return value
 
 

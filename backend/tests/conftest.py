@@ -37,10 +37,13 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     unknown = wanted - set(BACKENDS)
     if unknown:
         raise pytest.UsageError(f"unknown backends: {sorted(unknown)}")
-    keep, drop = [], []
+    keep: list[pytest.Item] = []
+    drop: list[pytest.Item] = []
     for item in items:
         callspec = getattr(item, "callspec", None)
         backend = callspec.params.get("backend") if callspec else None
+        if backend is None and item.get_closest_marker("postgres_only"):
+            backend = "postgres"
         (drop if backend is not None and backend not in wanted else keep).append(item)
     if drop:
         config.hook.pytest_deselected(items=drop)
@@ -83,7 +86,7 @@ def make_settings(database_url: str, **overrides: Any) -> Settings:
 def migrated_url(
     backend: str, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
 ) -> str:
-    """A database at head, migrated once per session: the SQLite template or the PG test database."""
+    """A database at head, migrated once per session (SQLite template, or the PG test database)."""
     if backend == "sqlite":
         url = f"sqlite:///{tmp_path_factory.mktemp('template') / 'heroes.db'}"
     else:
@@ -116,11 +119,22 @@ async def app(settings: Settings) -> AsyncIterator[FastAPI]:
     reset_draining()
 
 
+def asgi_client(app: FastAPI) -> httpx.AsyncClient:
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test")
+
+
 @pytest.fixture
 async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+    async with asgi_client(app) as http:
         yield http
+
+
+@pytest.fixture
+def empty_url(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> str:
+    """A database with no schema at all."""
+    if backend == "sqlite":
+        return f"sqlite:///{tmp_path / 'empty.db'}"
+    return create_database(request.getfixturevalue("pg_admin_url"), f"empty_{os.getpid()}")
 
 
 async def create_hero(client: httpx.AsyncClient, **fields: Any) -> dict[str, Any]:

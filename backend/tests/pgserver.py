@@ -98,7 +98,7 @@ def create_database(admin_url: str, name: str) -> str:
     """Create an empty database next to the one ``admin_url`` names; return its URL."""
     conninfo = admin_url.replace("postgresql+psycopg://", "postgresql://")
     with psycopg.connect(conninfo, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')  # type: ignore[arg-type]
-        conn.execute(f'CREATE DATABASE "{name}"')  # type: ignore[arg-type]
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{name}"')
     base, _, _ = admin_url.rpartition("/")
     return f"{base}/{name}"

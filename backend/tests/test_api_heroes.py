@@ -116,8 +116,8 @@ async def test_delete_then_gone(client: httpx.AsyncClient) -> None:
 async def test_unknown_id_is_404_on_every_method(
     client: httpx.AsyncClient, method: str, hero_id: str
 ) -> None:
-    kwargs = {"json": {"age": 1}} if method == "PATCH" else {}
-    response = await client.request(method, f"/heroes/{hero_id}", **kwargs)
+    body = {"age": 1} if method == "PATCH" else None
+    response = await client.request(method, f"/heroes/{hero_id}", json=body)
     assert response.status_code == 404
     assert response.json() == {"detail": "Hero not found"}
 

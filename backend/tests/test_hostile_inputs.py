@@ -1,4 +1,4 @@
-"""A catalogue of hostile and careless inputs: each gets a clear 4xx, never a 5xx, and changes nothing.
+"""Hostile and careless inputs: each gets a clear 4xx, never a 5xx, and changes nothing.
 
 Runs on both backends because SQLite accepts what PostgreSQL refuses (NUL bytes, huge integers,
 negative LIMIT): a value must be rejected before it reaches either database.
@@ -151,8 +151,8 @@ async def test_bad_list_query_is_422(client: httpx.AsyncClient, query: str) -> N
 @pytest.mark.parametrize("hero_id", BAD_IDS)
 @pytest.mark.parametrize("method", ["GET", "PATCH", "DELETE"])
 async def test_non_integer_id_is_422(client: httpx.AsyncClient, method: str, hero_id: str) -> None:
-    kwargs = {"json": {"age": 1}} if method == "PATCH" else {}
-    response = await client.request(method, f"/heroes/{hero_id}", **kwargs)
+    body = {"age": 1} if method == "PATCH" else None
+    response = await client.request(method, f"/heroes/{hero_id}", json=body)
     _assert_clear_4xx(response, 422, 404)
 
 

@@ -9,7 +9,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from heroes.lifecycle import is_draining
-from heroes.migrate import current_revision
+from heroes.migrate import SchemaExpectation, current_revision
 
 router = APIRouter(prefix="/health", tags=["health"])
 
@@ -43,6 +43,7 @@ async def ready(request: Request) -> JSONResponse:
         if "alembic_version" in str(exc):
             return _unavailable("schema not migrated")
         return _unavailable(f"database unreachable ({type(exc).__name__})")
-    if revision != request.app.state.head_revision:
-        return _unavailable(f"schema at {revision}, expected {request.app.state.head_revision}")
+    schema: SchemaExpectation = request.app.state.schema
+    if not schema.accepts(revision):
+        return _unavailable(schema.describe(revision))
     return JSONResponse({"status": "ready", "revision": revision})

@@ -1,0 +1,90 @@
+"""The `heroes` command: migrate, check and serve, with readable failures."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from heroes import cli, migrate
+from heroes.config import get_settings
+
+
+@pytest.fixture
+def env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Path]:
+    db = tmp_path / "cli.db"
+    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{db}")
+    monkeypatch.setenv("ENVIRONMENT", "development")
+    get_settings.cache_clear()
+    yield db
+    get_settings.cache_clear()
+
+
+def test_migrate_then_check(env: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["check"]) == 1
+    assert "database check failed" in capsys.readouterr().err
+    assert cli.main(["migrate"]) == 0
+    assert cli.main(["check"]) == 0
+    assert "schema at 0001" in capsys.readouterr().out
+
+
+def test_check_reports_schema_behind(
+    env: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert cli.main(["migrate"]) == 0
+    behind = migrate.SchemaExpectation(head="0002", known=frozenset({"0001", "0002"}))
+    monkeypatch.setattr(migrate.SchemaExpectation, "of", lambda _settings: behind)
+    assert cli.main(["check"]) == 1
+    assert "run `heroes migrate`" in capsys.readouterr().err
+
+
+def test_check_with_unreachable_database(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("DATABASE_URL", "postgresql://heroes@127.0.0.1:1/heroes")
+    get_settings.cache_clear()
+    assert cli.main(["check"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("heroes: database check failed:")
+    assert err.count("\n") == 1
+
+
+def test_bad_settings_exit_2_with_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("ENVIRONMENT", "production")
+    monkeypatch.setenv("DATABASE_URL", "postgresql://heroes:changeme@db/heroes")
+    get_settings.cache_clear()
+    with pytest.raises(SystemExit) as caught:
+        cli.main(["check"])
+    assert caught.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("heroes: invalid configuration:")
+    assert err.count("\n") == 1
+    get_settings.cache_clear()
+
+
+def test_serve_migrates_sqlite_first(env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[dict[str, Any]] = []
+    monkeypatch.setattr("uvicorn.run", lambda app, **kwargs: calls.append({"app": app, **kwargs}))
+    assert cli.main(["serve", "--port", "8123"]) == 0
+    assert env.exists()
+    assert calls == [
+        {
+            "app": "heroes.main:create_app",
+            "factory": True,
+            "host": "127.0.0.1",
+            "port": 8123,
+            "reload": False,
+            "log_level": "info",
+        }
+    ]
+    assert cli.main(["check"]) == 0
+
+
+def test_unknown_command_is_a_usage_error() -> None:
+    with pytest.raises(SystemExit) as caught:
+        cli.main(["explode"])
+    assert caught.value.code == 2
