@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import logging
+import os
 import sys
 from collections.abc import Sequence
 
@@ -13,6 +13,7 @@ from sqlalchemy import create_engine, pool, text
 from heroes import migrate
 from heroes.config import Settings, describe_error, get_settings
 from heroes.db import postgres_connect_args
+from heroes.logs import configure_if_unconfigured, logging_config
 
 
 def _settings() -> Settings:
@@ -24,7 +25,8 @@ def _settings() -> Settings:
 
 
 def _migrate(settings: Settings, _args: argparse.Namespace) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    # alembic's progress lines at INFO, in the service's log format (JSON by default).
+    configure_if_unconfigured("info", settings.log_format)
     migrate.upgrade(settings)
     return 0
 
@@ -56,6 +58,9 @@ def _check(settings: Settings, _args: argparse.Namespace) -> int:
 def _serve(settings: Settings, args: argparse.Namespace) -> int:
     import uvicorn
 
+    # One process: prometheus_client's ordinary registry, even where the image's environment
+    # names a multiprocess directory for gunicorn.
+    os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
     if settings.is_sqlite:
         # The embedded default should give a working API in one command.
         _migrate(settings, args)
@@ -66,6 +71,9 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
         port=args.port,
         reload=args.reload,
         log_level=settings.log_level,
+        # The application writes the access line itself (heroes.access, with the request id).
+        log_config=logging_config(settings.log_level, settings.log_format),
+        access_log=False,
     )
     return 0
 

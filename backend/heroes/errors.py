@@ -16,6 +16,10 @@ from starlette.responses import JSONResponse
 
 logger = logging.getLogger("heroes.errors")
 
+#: Scope key under which ``_unhandled`` leaves the exception it logged, so that the outer
+#: middleware (heroes.observability), which sees it re-raised, does not log it a second time.
+LOGGED_ERROR = "heroes.logged_error"
+
 
 class HeroNotFound(Exception):
     """No hero has the requested id."""
@@ -52,8 +56,10 @@ async def _database_unavailable(_request: Request, exc: Exception) -> JSONRespon
     return error(503, "Database unavailable", headers={"Retry-After": "1"})
 
 
-async def _unhandled(_request: Request, exc: Exception) -> JSONResponse:
+async def _unhandled(request: Request, exc: Exception) -> JSONResponse:
+    # Runs inside the request context: the line carries the request id (heroes.logs).
     logger.error("unhandled error", exc_info=exc)
+    request.scope[LOGGED_ERROR] = exc
     return error(500, "Internal Server Error")
 
 

@@ -6,8 +6,10 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from starlette.routing import Route
+from starlette.types import ASGIApp
 
-from heroes import __version__
+from heroes import __version__, metrics
 from heroes.api import health
 from heroes.api import heroes as hero_routes
 from heroes.config import Settings, get_settings
@@ -16,6 +18,7 @@ from heroes.errors import register_error_handlers
 from heroes.lifecycle import CloseConnectionsWhileDraining
 from heroes.limits import BodySizeLimit
 from heroes.migrate import SchemaExpectation
+from heroes.observability import RequestObservability
 
 
 @asynccontextmanager
@@ -24,16 +27,28 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.engine = create_engine(settings)
     app.state.session_factory = session_factory(app.state.engine)
     app.state.schema = SchemaExpectation.of(settings)
+    interval = metrics.POOL_SAMPLE_SECONDS if metrics.MULTIPROC_DIR else None
     try:
-        yield
+        async with metrics.pool_sampler(app.state.engine, interval):
+            yield
     finally:
         await app.state.engine.dispose()
+
+
+class HeroesAPI(FastAPI):
+    """FastAPI with the request-id/metrics middleware outside everything, even outside
+    Starlette's ServerErrorMiddleware (``add_middleware`` can only go inside it): a 500 gets a
+    request id and is counted like any other answer."""
+
+    def build_middleware_stack(self) -> ASGIApp:
+        paths = {route.endpoint: route.path for route in self.routes if isinstance(route, Route)}
+        return RequestObservability(super().build_middleware_stack(), route_paths=paths)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     docs = settings.docs_enabled
-    app = FastAPI(
+    app = HeroesAPI(
         title="Heroes",
         version=__version__,
         summary="The Hero API of the FastAPI SQL tutorial, production-shaped.",
@@ -46,6 +61,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     register_error_handlers(app)
     app.include_router(hero_routes.router)
     app.include_router(health.router)
+    app.include_router(metrics.router)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(CloseConnectionsWhileDraining)
     return app

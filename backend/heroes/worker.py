@@ -16,10 +16,12 @@ gunicorn's ``graceful_timeout`` is the hard deadline from SIGTERM to SIGKILL, so
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import os
 import signal
+import socket
 import sys
 import time
 from pathlib import Path
@@ -48,6 +50,11 @@ logger = logging.getLogger("uvicorn.error")
 
 #: Seconds of gunicorn's graceful_timeout kept for the lifespan shutdown (engine dispose) and exit.
 LIFESPAN_SHUTDOWN_MARGIN = 2
+#: After the drain (see HeroesServer._close_listeners_gently): seconds to keep accepting with an
+#: accept queue of length 0, then seconds between "stop accepting" and closing connections that
+#: have no request in progress yet.
+ACCEPT_QUEUE_FLUSH = 0.3
+IDLE_CLOSE_GRACE = 0.5
 #: Default for SHUTDOWN_DRAIN_SECONDS.
 DEFAULT_DRAIN_SECONDS = 3.0
 #: Ceiling for the CPU-derived worker count (WEB_CONCURRENCY overrides it): every worker holds its
@@ -236,6 +243,52 @@ class HeroesServer(Server):
                 self.should_exit = True
         return await super().on_tick(counter)
 
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        if self.drain_deadline is not None and not self.force_exit:
+            await self._close_listeners_gently(sockets or [])
+        await super().shutdown(sockets=sockets)
+
+    async def _close_listeners_gently(self, sockets: list[socket.socket]) -> None:
+        """Stop accepting without resetting connections that the kernel already accepted.
+
+        When the last process holding a listening socket closes it, the kernel resets every
+        connection waiting in its accept queue: their clients have sent a request and see
+        "connection reset". On a full shutdown (the master has already let go of the socket),
+        first shrink the queue (listen(0): new SYNs are dropped, their clients retry in ~1 s
+        and find the port closed, a clean "connection refused"), keep accepting for a moment to
+        empty it, then stop accepting. Either way, give the connections accepted last a moment
+        for their request to be read (uvicorn closes connections without a request in progress
+        at once); requests read now are answered with Connection: close.
+        """
+        if sockets and not _master_holds_any(sockets):
+            logger.info("Full shutdown: emptying the accept queue before closing the socket")
+            for sock in sockets:
+                with contextlib.suppress(OSError):
+                    sock.listen(0)  # one socket shared by all workers: this shrinks it for all
+            await asyncio.sleep(ACCEPT_QUEUE_FLUSH)
+        for server in self.servers:
+            server.close()
+        await asyncio.sleep(IDLE_CLOSE_GRACE)
+
+
+def _master_holds_any(sockets: list[socket.socket]) -> bool:
+    """Whether the parent (gunicorn's master) still has one of these sockets open.
+
+    It closes them before signalling the workers on SIGTERM/SIGINT/SIGQUIT, but keeps them when
+    it retires only some workers (HUP reload, TTOU, a worker restart): then the socket must keep
+    its full accept queue for the workers that stay. Unknown (no /proc) counts as "holds".
+    """
+    try:
+        wanted = {f"socket:[{os.fstat(sock.fileno()).st_ino}]" for sock in sockets}
+        fds = list(Path(f"/proc/{os.getppid()}/fd").iterdir())
+    except OSError:
+        return True
+    for fd in fds:
+        with contextlib.suppress(OSError):  # closed while we look
+            if os.readlink(fd) in wanted:
+                return True
+    return False
+
 
 class HeroesWorker(UvicornWorker):  # type: ignore[misc]  # uvicorn_worker ships no type hints
     """uvicorn_worker.UvicornWorker plus drain-then-graceful SIGTERM handling.
@@ -243,11 +296,19 @@ class HeroesWorker(UvicornWorker):  # type: ignore[misc]  # uvicorn_worker ships
     - uvicorn's timeout_graceful_shutdown is derived from gunicorn's graceful_timeout (upstream's
       worker leaves it unset: in-flight requests would wait forever and be SIGKILLed);
     - SIGQUIT really stops the server (upstream only sets gunicorn's unused ``alive`` flag);
+    - uvicorn's loggers do not share gunicorn's handler lists (logging survives a SIGHUP reload);
     - no ``Server`` header.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        # Upstream assigns gunicorn's handler *lists* to uvicorn's loggers (in the master, before
+        # fork). Sharing one list means a later dictConfig (gunicorn re-applies logconfig_dict on
+        # SIGHUP) that empties uvicorn.error's handlers empties gunicorn.error's too: after a
+        # reload neither the master nor the new workers would log. Give each logger its own list.
+        for name in ("uvicorn.error", "uvicorn.access"):
+            uvicorn_logger = logging.getLogger(name)
+            uvicorn_logger.handlers = list(uvicorn_logger.handlers)
         graceful = float(self.cfg.graceful_timeout)
         drain = drain_seconds()
         # Never let the drain eat the in-flight budget (misconfiguration): cap it.

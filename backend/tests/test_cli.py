@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -10,6 +11,7 @@ import pytest
 
 from heroes import cli, migrate
 from heroes.config import get_settings
+from heroes.logs import logging_config
 
 
 @pytest.fixture
@@ -69,7 +71,9 @@ def test_bad_settings_exit_2_with_one_line(
 def test_serve_migrates_sqlite_first(env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[dict[str, Any]] = []
     monkeypatch.setattr("uvicorn.run", lambda app, **kwargs: calls.append({"app": app, **kwargs}))
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", "/dev/shm/heroes-metrics")  # as in the image
     assert cli.main(["serve", "--port", "8123"]) == 0
+    assert "PROMETHEUS_MULTIPROC_DIR" not in os.environ  # one process: the ordinary registry
     assert env.exists()
     assert calls == [
         {
@@ -79,6 +83,8 @@ def test_serve_migrates_sqlite_first(env: Path, monkeypatch: pytest.MonkeyPatch)
             "port": 8123,
             "reload": False,
             "log_level": "info",
+            "log_config": logging_config("info", "json"),
+            "access_log": False,
         }
     ]
     assert cli.main(["check"]) == 0

@@ -73,3 +73,6 @@ if [ "$status" -ne 0 ]; then
 fi
 echo "k8s-validate: $total objects in ${#overlays[@]} overlays valid against Kubernetes $versions" \
   "(kubernetes-validate $(.venv/bin/kubernetes-validate --version), strict)"
+
+# The posture the manifests must keep (security context, probes, grace period, budget).
+.venv/bin/pytest -q -p no:cacheprovider deploy/tests/test_k8s_manifests.py

@@ -1,0 +1,161 @@
+"""One log format for gunicorn, uvicorn and the application: a JSON object per line on stdout.
+
+Every record logged while a request is being served carries that request's id: the middleware in
+:mod:`heroes.observability` sets :data:`request_id_var`, :class:`RequestIdFilter` (on the handler)
+copies it onto the record. ``logging_config`` is the one ``dictConfig`` for gunicorn's
+``logconfig_dict``, ``heroes serve`` (uvicorn's ``log_config``) and the CLI.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import logging.config
+import time
+from contextvars import ContextVar
+from typing import Any
+
+import orjson
+
+__all__ = [
+    "ACCESS_LOGGER",
+    "JsonFormatter",
+    "PlainFormatter",
+    "RequestIdFilter",
+    "configure_if_unconfigured",
+    "logging_config",
+    "request_id_var",
+]
+
+#: The id of the request being served in this context (None outside a request).
+request_id_var: ContextVar[str | None] = ContextVar("heroes_request_id", default=None)
+
+#: Logger of the access lines the middleware writes (uvicorn's and gunicorn's own are off).
+ACCESS_LOGGER = "heroes.access"
+
+LEVELS = ("critical", "error", "warning", "info", "debug")
+FORMATS = ("json", "plain")
+
+
+class RequestIdFilter(logging.Filter):
+    """Stamps ``record.request_id`` from the request context (None outside a request)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not hasattr(record, "request_id"):
+            record.request_id = request_id_var.get()
+        return True
+
+
+class JsonFormatter(logging.Formatter):
+    """``{"ts", "level", "logger", "msg", "pid", "request_id"?, <fields>..., "exc"?}``.
+
+    Extra structured fields go in ``extra={"fields": {...}}`` and become top-level keys.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._second = -1
+        self._second_text = ""
+
+    def _timestamp(self, record: logging.LogRecord) -> str:
+        second = int(record.created)
+        if second != self._second:  # strftime once per second, not once per line
+            self._second_text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+            self._second = second
+        return f"{self._second_text}.{int(record.msecs):03d}Z"
+
+    def format(self, record: logging.LogRecord) -> str:
+        payload: dict[str, Any] = {
+            "ts": self._timestamp(record),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+            "pid": record.process,
+        }
+        request_id = getattr(record, "request_id", None)
+        if request_id is not None:
+            payload["request_id"] = request_id
+        fields = getattr(record, "fields", None)
+        if fields:
+            payload.update(fields)
+        if record.exc_info:
+            payload["exc"] = self.formatException(record.exc_info)
+        elif record.exc_text:
+            payload["exc"] = record.exc_text
+        if record.stack_info:
+            payload["stack"] = self.formatStack(record.stack_info)
+        try:
+            return orjson.dumps(payload, default=str).decode()
+        except TypeError:  # e.g. a lone surrogate in a message: orjson refuses, json escapes it
+            return json.dumps(payload, default=str, ensure_ascii=True, separators=(",", ":"))
+
+
+class PlainFormatter(logging.Formatter):
+    """Readable lines for local development: ``time LEVEL logger [request id] message k=v...``."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)-7s %(name)s [%(request_id)s] %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        if getattr(record, "request_id", None) is None:
+            record.request_id = "-"
+        line = super().format(record)
+        fields = getattr(record, "fields", None)
+        if fields:
+            line += "".join(f" {key}={value}" for key, value in fields.items())
+        return line
+
+
+def logging_config(
+    level: str = "info", fmt: str = "json", *, access_log: bool = True
+) -> dict[str, Any]:
+    """The ``logging.config.dictConfig`` of every heroes process.
+
+    Everything goes to one stdout handler. gunicorn's loggers get it explicitly (gunicorn turns
+    their propagation off; uvicorn_worker copies gunicorn.error's handlers to uvicorn.error).
+    uvicorn's and gunicorn's access loggers get no handler: the access line is written by the
+    middleware on ``heroes.access``, inside the request context, so it carries the request id.
+    ``access_log=False`` silences those lines.
+    """
+    level = str(level).strip().lower()
+    fmt = str(fmt).strip().lower()
+    if level not in LEVELS:
+        raise ValueError(f"LOG_LEVEL must be one of {', '.join(LEVELS)}, got {level!r}")
+    if fmt not in FORMATS:
+        raise ValueError(f"LOG_FORMAT must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    upper = level.upper()
+    formatter = JsonFormatter if fmt == "json" else PlainFormatter
+    silent: dict[str, Any] = {"handlers": [], "propagate": False}
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "filters": {"request_id": {"()": RequestIdFilter}},
+        "formatters": {"heroes": {"()": formatter}},
+        "handlers": {
+            "stdout": {
+                "class": "logging.StreamHandler",
+                "stream": "ext://sys.stdout",
+                "formatter": "heroes",
+                "filters": ["request_id"],
+            }
+        },
+        "root": {"level": upper, "handlers": ["stdout"]},
+        "loggers": {
+            "gunicorn.error": {"level": upper, "handlers": ["stdout"], "propagate": False},
+            "gunicorn.access": {"level": "WARNING", **silent},
+            "uvicorn": {"level": upper, "handlers": [], "propagate": True},
+            "uvicorn.error": {"level": upper, "handlers": [], "propagate": True},
+            "uvicorn.access": {"level": "WARNING", **silent},
+            # Lines are INFO: under LOG_LEVEL=warning (or access_log=False) they cost one check.
+            ACCESS_LOGGER: {"level": upper if access_log else "WARNING", "propagate": True},
+            # alembic >= 1.17 announces each of its plugins at INFO when a worker imports it.
+            "alembic.runtime.plugins": {"level": "WARNING"},
+        },
+    }
+
+
+def configure_if_unconfigured(level: str, fmt: str) -> None:
+    """Apply :func:`logging_config` unless the root logger already has handlers (like
+    ``logging.basicConfig``): a CLI command gets JSON lines, a test run keeps its capture."""
+    if not logging.getLogger().handlers:
+        logging.config.dictConfig(logging_config(level, fmt))

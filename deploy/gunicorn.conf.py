@@ -1,0 +1,132 @@
+"""gunicorn settings for heroes: `gunicorn -c deploy/gunicorn.conf.py` is the production server.
+
+Every setting comes from the environment with a safe default (table in README, "Run with Docker").
+The app is NOT preloaded: each worker imports the app factory after fork, so each builds its own
+SQLAlchemy engine and pool. Connection budget per replica:
+workers x (DB_POOL_SIZE + DB_MAX_OVERFLOW), see README "Connection budget".
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from heroes.logs import logging_config
+from heroes.worker import LIFESPAN_SHUTDOWN_MARGIN, default_workers, drain_seconds
+
+
+def _env(name: str, default: str) -> str:
+    value = os.environ.get(name, "").strip()
+    return value or default  # set-but-empty (compose `VAR: ${VAR:-}`) means "use the default"
+
+
+def _env_int(name: str, default: int, minimum: int = 0) -> int:
+    raw = _env(name, str(default))
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SystemExit(f"gunicorn.conf.py: {name} must be an integer, got {raw!r}") from None
+    if value < minimum:
+        raise SystemExit(f"gunicorn.conf.py: {name} must be >= {minimum}, got {value}")
+    return value
+
+
+# --- application ---------------------------------------------------------------------------
+wsgi_app = "heroes.main:create_app()"  # the factory: settings from the environment, one engine
+worker_class = "heroes.worker.HeroesWorker"  # uvicorn_worker.UvicornWorker + drain on SIGTERM
+preload_app = False  # never: a preloaded app would share one engine (and its sockets) across forks
+proc_name = "heroes"
+
+# --- socket ----------------------------------------------------------------------------------
+port = _env_int("PORT", 8000, minimum=1)
+bind = _env("BIND", f"0.0.0.0:{port}").replace(",", " ").split()
+backlog = _env_int("GUNICORN_BACKLOG", 2048, minimum=1)
+# Proxy headers (X-Forwarded-For/-Proto) are trusted only from these addresses ("*" = any: only
+# when nothing but the proxy can reach the port). uvicorn_worker passes this on to uvicorn.
+forwarded_allow_ips = _env("FORWARDED_ALLOW_IPS", "127.0.0.1")
+
+# --- workers ---------------------------------------------------------------------------------
+# WEB_CONCURRENCY, else one per CPU the container may use (cgroup v1/v2 quota, cpuset), 2..8.
+workers = _env_int("WEB_CONCURRENCY", default_workers(), minimum=1)
+# Worker heartbeat: a worker whose event loop is blocked this long is killed and replaced.
+timeout = _env_int("GUNICORN_TIMEOUT", 30, minimum=0)
+keepalive = _env_int("KEEPALIVE", 5, minimum=0)  # uvicorn's timeout_keep_alive
+
+# --- graceful shutdown -----------------------------------------------------------------------
+# SIGTERM -> drain (SHUTDOWN_DRAIN_SECONDS: still serving, readiness 503, Connection: close)
+#         -> stop accepting, in-flight requests get GRACEFUL_TIMEOUT seconds (uvicorn's
+#            timeout_graceful_shutdown, set by heroes.worker from the value below)
+#         -> lifespan shutdown (LIFESPAN_SHUTDOWN_MARGIN s) -> exit.
+# gunicorn's graceful_timeout is the master's SIGKILL deadline, so it is the sum of the three;
+# the orchestrator's grace period (compose stop_grace_period, k8s terminationGracePeriodSeconds)
+# must be longer still.
+shutdown_drain_seconds = drain_seconds()
+graceful_inflight = _env_int("GRACEFUL_TIMEOUT", 20, minimum=1)
+graceful_timeout = graceful_inflight + math.ceil(shutdown_drain_seconds) + LIFESPAN_SHUTDOWN_MARGIN
+# max_requests stays 0 (off): with UvicornWorker the recycle drops in-flight connections
+# (https://github.com/benoitc/gunicorn/issues/2567).
+max_requests = 0
+
+# --- read-only root filesystem ---------------------------------------------------------------
+# Heartbeat files on tmpfs (also avoids fchmod blocking on a disk-backed /tmp); no pid file; no
+# control socket (gunicorn >= 25.1 would create $HOME/.gunicorn/gunicorn.ctl).
+worker_tmp_dir = "/dev/shm" if os.access("/dev/shm", os.W_OK) else None
+pidfile = None
+control_socket_disable = True
+
+# --- logging ---------------------------------------------------------------------------------
+# One JSON line per record on stdout for the master, the workers (uvicorn) and the app
+# (heroes.logs; LOG_FORMAT=plain for reading locally). The access line is written by the app's
+# middleware, inside the request, so it carries the request id: gunicorn's and uvicorn's own
+# access logs stay off (accesslog None; logging_config gives their loggers no handler).
+# GUNICORN_ACCESS_LOG=off turns those access lines off (errors and the rest stay).
+loglevel = _env("LOG_LEVEL", "info").lower()
+errorlog = "-"
+accesslog = None
+_access = _env("GUNICORN_ACCESS_LOG", "on").lower() not in {"off", "none", "false", "0"}
+try:
+    logconfig_dict = logging_config(loglevel, _env("LOG_FORMAT", "json"), access_log=_access)
+except ValueError as exc:
+    raise SystemExit(f"gunicorn.conf.py: {exc}") from None
+
+
+# --- hooks -----------------------------------------------------------------------------------
+def on_starting(server: Any) -> None:
+    """Master, before forking: start every run with an empty prometheus multiprocess directory."""
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if not directory:
+        return
+    path = Path(directory)
+    if path.is_dir():  # empty it in place: it may be a mount point
+        for entry in path.iterdir():
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+    else:
+        path.mkdir(parents=True, exist_ok=True)
+
+
+def when_ready(server: Any) -> None:
+    server.log.info(
+        "heroes: %d workers, timeout %ss, keep-alive %ss, drain %ss + in-flight %ss "
+        "(graceful_timeout %ss), forwarded-allow-ips %s",
+        workers,
+        timeout,
+        keepalive,
+        shutdown_drain_seconds,
+        graceful_inflight,
+        graceful_timeout,
+        forwarded_allow_ips,
+    )
+
+
+def child_exit(server: Any, worker: Any) -> None:
+    """Master, after reaping a worker: drop its live gauges from the multiprocess directory."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(worker.pid)  # type: ignore[no-untyped-call]
