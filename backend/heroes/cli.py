@@ -24,10 +24,16 @@ def _settings() -> Settings:
         raise SystemExit(2) from None
 
 
-def _migrate(settings: Settings, _args: argparse.Namespace) -> int:
+def _migrate(settings: Settings, args: argparse.Namespace) -> int:
     # alembic's progress lines at INFO, in the service's log format (JSON by default).
     configure_if_unconfigured("info", settings.log_format)
-    migrate.upgrade(settings)
+    migrate.upgrade(settings, getattr(args, "revision", "head"))
+    return 0
+
+
+def _downgrade(settings: Settings, args: argparse.Namespace) -> int:
+    configure_if_unconfigured("info", settings.log_format)
+    migrate.downgrade(settings, args.revision)
     return 0
 
 
@@ -81,7 +87,14 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="heroes", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("migrate", help="upgrade the database schema to head (safe to run concurrently)")
+    upgrade = sub.add_parser(
+        "migrate", help="upgrade the database schema to head (safe to run concurrently)"
+    )
+    upgrade.add_argument("--revision", default="head", help="target revision (default: head)")
+    downgrade = sub.add_parser(
+        "downgrade", help="roll the schema back to REVISION (e.g. before rolling back the image)"
+    )
+    downgrade.add_argument("revision", help="target revision, e.g. 0001, -1 or base")
     sub.add_parser("check", help="validate settings and database connectivity")
     serve = sub.add_parser("serve", help="run a local development server")
     serve.add_argument("--host", default="127.0.0.1")
@@ -90,7 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-COMMANDS = {"migrate": _migrate, "check": _check, "serve": _serve}
+COMMANDS = {"migrate": _migrate, "downgrade": _downgrade, "check": _check, "serve": _serve}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -6,11 +6,15 @@ Shutdown timeline of one worker after gunicorn forwards SIGTERM (docker stop, ro
    ``heroes.lifecycle.begin_draining()`` turns readiness to 503 and adds ``Connection: close`` to
    every response, so load balancers stop routing here and keep-alive clients reconnect elsewhere
    instead of being reset when the socket closes;
-2. stop accepting, let in-flight requests finish (uvicorn's ``timeout_graceful_shutdown``);
+2. stop accepting without resetting queued connections (HeroesServer._close_listeners_gently,
+   under a second), then let in-flight requests finish (uvicorn's ``timeout_graceful_shutdown``);
 3. lifespan shutdown (engine disposal), exit 0.
 
 gunicorn's ``graceful_timeout`` is the hard deadline from SIGTERM to SIGKILL, so the worker fits
-1-3 inside it: in-flight budget = graceful_timeout - drain - LIFESPAN_SHUTDOWN_MARGIN.
+1-3 inside it: in-flight budget = graceful_timeout - drain - LIFESPAN_SHUTDOWN_MARGIN (the margin
+covers the listener close and the lifespan shutdown). deploy/gunicorn.conf.py sets
+graceful_timeout = GRACEFUL_TIMEOUT + SHUTDOWN_DRAIN_SECONDS + margin, so the in-flight budget is
+GRACEFUL_TIMEOUT.
 """
 
 from __future__ import annotations
@@ -48,7 +52,8 @@ __all__ = [
 
 logger = logging.getLogger("uvicorn.error")
 
-#: Seconds of gunicorn's graceful_timeout kept for the lifespan shutdown (engine dispose) and exit.
+#: Seconds of gunicorn's graceful_timeout kept for closing the listener (ACCEPT_QUEUE_FLUSH +
+#: IDLE_CLOSE_GRACE), the lifespan shutdown (engine dispose) and the exit.
 LIFESPAN_SHUTDOWN_MARGIN = 2
 #: After the drain (see HeroesServer._close_listeners_gently): seconds to keep accepting with an
 #: accept queue of length 0, then seconds between "stop accepting" and closing connections that

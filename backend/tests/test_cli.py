@@ -32,6 +32,17 @@ def test_migrate_then_check(env: Path, capsys: pytest.CaptureFixture[str]) -> No
     assert "schema at 0001" in capsys.readouterr().out
 
 
+def test_downgrade_then_migrate_to_a_revision(
+    env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli.main(["migrate"]) == 0
+    assert cli.main(["downgrade", "base"]) == 0
+    assert cli.main(["check"]) == 1
+    assert "schema at None, expected 0001" in capsys.readouterr().err
+    assert cli.main(["migrate", "--revision", "0001"]) == 0
+    assert cli.main(["check"]) == 0
+
+
 def test_check_reports_schema_behind(
     env: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
