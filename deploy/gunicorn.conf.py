@@ -14,6 +14,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from heroes.config import settings_or_exit
 from heroes.logs import logging_config
 from heroes.worker import LIFESPAN_SHUTDOWN_MARGIN, default_workers, drain_seconds
 
@@ -33,6 +34,10 @@ def _env_int(name: str, default: int, minimum: int = 0) -> int:
         raise SystemExit(f"gunicorn.conf.py: {name} must be >= {minimum}, got {value}")
     return value
 
+
+# Refuse a bad configuration (e.g. production without real secrets) in the master, with one
+# line and exit status 2, instead of a traceback from every worker that boots.
+settings_or_exit()
 
 # --- application ---------------------------------------------------------------------------
 wsgi_app = "heroes.main:create_app()"  # the factory: settings from the environment, one engine

@@ -7,21 +7,12 @@ import os
 import sys
 from collections.abc import Sequence
 
-from pydantic import ValidationError
 from sqlalchemy import create_engine, pool, text
 
 from heroes import migrate
-from heroes.config import Settings, describe_error, get_settings
+from heroes.config import Settings, settings_or_exit
 from heroes.db import postgres_connect_args
 from heroes.logs import configure_if_unconfigured, logging_config
-
-
-def _settings() -> Settings:
-    try:
-        return get_settings()
-    except (ValidationError, ValueError) as exc:
-        print(f"heroes: {describe_error(exc)}", file=sys.stderr)
-        raise SystemExit(2) from None
 
 
 def _migrate(settings: Settings, args: argparse.Namespace) -> int:
@@ -108,7 +99,7 @@ COMMANDS = {"migrate": _migrate, "downgrade": _downgrade, "check": _check, "serv
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return COMMANDS[args.command](_settings(), args)
+    return COMMANDS[args.command](settings_or_exit(), args)
 
 
 if __name__ == "__main__":  # pragma: no cover

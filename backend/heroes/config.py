@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
@@ -153,6 +154,15 @@ def _is_placeholder(value: str) -> bool:
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
     return Settings()
+
+
+def settings_or_exit() -> Settings:
+    """The settings, or one readable line on stderr and exit status 2 (no traceback)."""
+    try:
+        return get_settings()
+    except ValueError as exc:  # pydantic's ValidationError is a ValueError
+        print(f"heroes: {describe_error(exc)}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 def describe_error(exc: Exception) -> str:

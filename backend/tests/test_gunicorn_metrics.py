@@ -16,6 +16,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from heroes import __version__
+from heroes.metrics import POOL_SAMPLE_SECONDS
 
 from .gunicorn_server import Gunicorn
 
@@ -79,7 +80,13 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Run:
         sent_ids = [f"e2e-{i}" for i in range(N)]
         with ThreadPoolExecutor(CONCURRENCY) as pool:
             answers = list(pool.map(_get, urls, sent_ids))
+        # Idle workers refresh their pool gauges every POOL_SAMPLE_SECONDS: a sample taken
+        # mid-request may still show a connection checked out until the next one.
+        deadline = time.monotonic() + 3 * POOL_SAMPLE_SECONDS + 5
         scrape = _scrape(server.url)
+        while _total(scrape["heroes_db_pool_checked_out"]) and time.monotonic() < deadline:
+            time.sleep(0.2)
+            scrape = _scrape(server.url)
         files_while_running = {p.name for p in server.metrics_dir.iterdir()}
     finally:
         exit_code = server.stop()
