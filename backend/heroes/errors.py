@@ -10,9 +10,10 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
-from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
-from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.responses import JSONResponse
+
+from heroes.db import DRIVER_ERRORS_REJECTED, DRIVER_ERRORS_UNAVAILABLE
+from heroes.pool import PoolTimeout
 
 logger = logging.getLogger("heroes.errors")
 
@@ -66,11 +67,9 @@ async def _unhandled(request: Request, exc: Exception) -> JSONResponse:
 def register_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(HeroNotFound, _hero_not_found)
     app.add_exception_handler(RequestValidationError, _validation_failed)
-    app.add_exception_handler(DataError, _database_rejected)
-    app.add_exception_handler(IntegrityError, _database_rejected)
-    # Other driver errors (connection refused, server gone, statement timeout), pool exhaustion.
-    app.add_exception_handler(DBAPIError, _database_unavailable)
-    app.add_exception_handler(PoolTimeoutError, _database_unavailable)
-    app.add_exception_handler(ConnectionError, _database_unavailable)
-    app.add_exception_handler(asyncio.TimeoutError, _database_unavailable)
+    for rejected in DRIVER_ERRORS_REJECTED:
+        app.add_exception_handler(rejected, _database_rejected)
+    # Connection refused, server gone, statement timeout, schema missing, pool exhausted.
+    for unavailable in (*DRIVER_ERRORS_UNAVAILABLE, PoolTimeout, asyncio.TimeoutError):
+        app.add_exception_handler(unavailable, _database_unavailable)
     app.add_exception_handler(Exception, _unhandled)

@@ -1,4 +1,4 @@
-"""The application factory; the engine lives in the lifespan, so each worker builds its own."""
+"""The application factory; the database pool lives in the lifespan: each worker builds its own."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from heroes import __version__, metrics
 from heroes.api import health
 from heroes.api import heroes as hero_routes
 from heroes.config import Settings, get_settings
-from heroes.db import create_engine, session_factory
+from heroes.db import create_database
 from heroes.errors import register_error_handlers
 from heroes.lifecycle import CloseConnectionsWhileDraining
 from heroes.limits import BodySizeLimit
@@ -24,15 +24,14 @@ from heroes.observability import RequestObservability
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
-    app.state.engine = create_engine(settings)
-    app.state.session_factory = session_factory(app.state.engine)
+    app.state.db = create_database(settings)
     app.state.schema = SchemaExpectation.of(settings)
     interval = metrics.POOL_SAMPLE_SECONDS if metrics.MULTIPROC_DIR else None
     try:
-        async with metrics.pool_sampler(app.state.engine, interval):
+        async with metrics.pool_sampler(app.state.db, interval):
             yield
     finally:
-        await app.state.engine.dispose()
+        await app.state.db.close()
 
 
 class HeroesAPI(FastAPI):

@@ -30,10 +30,10 @@ from prometheus_client import (
     generate_latest,
 )
 from prometheus_client.multiprocess import MultiProcessCollector
-from sqlalchemy.ext.asyncio import AsyncEngine
-from sqlalchemy.pool import QueuePool
 
 from heroes import __version__
+from heroes.db import Database
+from heroes.pool import ConnectionPool
 
 MULTIPROC_DIR = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
 if MULTIPROC_DIR:  # gunicorn's on_starting creates it; `heroes` under a bare uvicorn may not
@@ -106,23 +106,23 @@ def observe(method: str, route: str, status: int, seconds: float) -> None:
     children[1].observe(seconds)
 
 
-def sample_pool(engine: AsyncEngine) -> None:
+def sample_pool(db: Database) -> None:
     """Copy this process' pool state into the pool gauges."""
-    pool = engine.sync_engine.pool
-    if isinstance(pool, QueuePool):
-        POOL_SIZE.set(pool.size())
-        POOL_CHECKED_OUT.set(pool.checkedout())
-        POOL_OVERFLOW.set(max(0, pool.overflow()))  # negative while fewer than size are open
+    pool = db.source
+    if isinstance(pool, ConnectionPool):
+        POOL_SIZE.set(pool.size)
+        POOL_CHECKED_OUT.set(pool.checked_out)
+        POOL_OVERFLOW.set(pool.overflow)
 
 
 @asynccontextmanager
-async def pool_sampler(engine: AsyncEngine, interval: float | None) -> AsyncIterator[None]:
+async def pool_sampler(db: Database, interval: float | None) -> AsyncIterator[None]:
     """Sample the pool every ``interval`` seconds while the app runs (None: only at scrapes).
 
     A scrape is answered by one worker, which can only read its own pool: in multiprocess mode
     every worker keeps its share of the summed gauges at most ``interval`` seconds old.
     """
-    sample_pool(engine)
+    sample_pool(db)
     if interval is None:
         yield
         return
@@ -130,7 +130,7 @@ async def pool_sampler(engine: AsyncEngine, interval: float | None) -> AsyncIter
     async def sample_forever() -> None:
         while True:
             await asyncio.sleep(interval)
-            sample_pool(engine)
+            sample_pool(db)
 
     task = asyncio.create_task(sample_forever())
     try:
@@ -156,6 +156,6 @@ router = APIRouter()
 @router.get("/metrics", include_in_schema=False)
 async def metrics(request: Request) -> Response:
     """Prometheus scrape endpoint."""
-    sample_pool(request.app.state.engine)
+    sample_pool(request.app.state.db)
     body = await anyio.to_thread.run_sync(render)  # reads every worker's files: off the loop
     return Response(body, media_type=CONTENT_TYPE_PLAIN_0_0_4)  # what generate_latest writes

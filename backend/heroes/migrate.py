@@ -8,10 +8,9 @@ from importlib.resources import files
 from alembic import command
 from alembic.config import Config
 from alembic.script import ScriptDirectory
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from heroes.config import Settings
+from heroes.db import Connection
 
 # Any constant shared by every migration runner; "heroes" in ASCII.
 ADVISORY_LOCK_KEY = 0x6865726F6573
@@ -58,6 +57,7 @@ class SchemaExpectation:
         return f"schema at {revision}, expected {self.head}"
 
 
-async def current_revision(connection: AsyncConnection) -> str | None:
-    result = await connection.execute(text("SELECT version_num FROM alembic_version"))
-    return result.scalar_one_or_none()
+async def current_revision(connection: Connection) -> str | None:
+    cursor = await connection.execute("SELECT version_num FROM alembic_version")
+    row = await cursor.fetchone()
+    return None if row is None else str(row[0])

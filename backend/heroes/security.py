@@ -29,17 +29,18 @@ def _unauthorized() -> HTTPException:
     )
 
 
-def require_writer(request: Request) -> None:
+# async: FastAPI runs a plain ``def`` dependency in its thread pool, a costly hop per request.
+async def require_writer(request: Request) -> None:
     settings: Settings = request.app.state.settings
     tokens = settings.token_values
     if tokens and not token_is_valid(request.headers.get("authorization"), tokens):
         raise _unauthorized()
 
 
-def require_reader(request: Request) -> None:
+async def require_reader(request: Request) -> None:
     settings: Settings = request.app.state.settings
     if settings.auth_protect_reads:
-        require_writer(request)
+        await require_writer(request)
 
 
 Writer = Annotated[None, Depends(require_writer)]

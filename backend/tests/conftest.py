@@ -6,16 +6,18 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
+import psycopg
 import pytest
 from fastapi import FastAPI
 
 from heroes import migrate
 from heroes.config import Settings
-from heroes.db import session_factory
+from heroes.db import Database
 from heroes.lifecycle import reset_draining
 from heroes.main import create_app
 
@@ -104,6 +106,19 @@ def settings(backend: str, migrated_url: str, tmp_path: Path) -> Settings:
     return make_settings(migrated_url)
 
 
+class RolledBackConnection:
+    """Every request on one connection, inside a transaction the test rolls back at its end;
+    each request in a savepoint, so a failed statement does not poison the next request."""
+
+    def __init__(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        self.conn = conn
+
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        async with self.conn.transaction():
+            yield self.conn
+
+
 @pytest.fixture
 async def app(settings: Settings) -> AsyncIterator[FastAPI]:
     application = create_app(settings)
@@ -111,11 +126,13 @@ async def app(settings: Settings) -> AsyncIterator[FastAPI]:
         if settings.is_sqlite:
             yield application
         else:
-            async with application.state.engine.connect() as connection:
-                transaction = await connection.begin()
-                application.state.session_factory = session_factory(connection)
+            conninfo = settings.database_url.replace("postgresql+psycopg://", "postgresql://")
+            conn = await psycopg.AsyncConnection.connect(conninfo, autocommit=True)
+            async with conn, conn.transaction(force_rollback=True):
+                db = application.state.db
+                application.state.db = Database(RolledBackConnection(conn), db.dialect)
                 yield application
-                await transaction.rollback()
+                application.state.db = db
     reset_draining()
 
 

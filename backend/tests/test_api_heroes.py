@@ -83,6 +83,14 @@ async def test_patch_changes_only_sent_fields(client: httpx.AsyncClient) -> None
     assert response.json() == {"name": "Deadpond", "age": 31, "id": hero["id"]}
 
 
+async def test_patch_with_nothing_to_change_returns_the_hero(client: httpx.AsyncClient) -> None:
+    hero = await create_hero(client, age=30)
+    response = await client.patch(f"/heroes/{hero['id']}", json={})
+    assert response.status_code == 200
+    assert response.json() == hero
+    assert (await client.patch("/heroes/424242", json={})).status_code == 404
+
+
 async def test_patch_can_clear_age(client: httpx.AsyncClient) -> None:
     hero = await create_hero(client, age=30)
     response = await client.patch(f"/heroes/{hero['id']}", json={"age": None})

@@ -5,9 +5,9 @@ from __future__ import annotations
 import time
 
 import httpx
+import psycopg
 import pytest
 from fastapi import FastAPI
-from sqlalchemy.exc import DataError
 
 from heroes import crud
 from heroes.main import create_app
@@ -57,7 +57,7 @@ async def test_value_the_database_rejects_is_422_not_500(
     app: FastAPI, client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     async def rejected(**_kwargs: object) -> None:
-        raise DataError("INSERT ...", {}, ValueError("integer out of range"))
+        raise psycopg.errors.NumericValueOutOfRange("integer out of range")
 
     monkeypatch.setattr(crud, "create_hero", rejected)
     response = await client.post("/heroes/", json={"name": "a", "secret_name": "b"})

@@ -12,18 +12,19 @@ import pytest
 import yaml
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
-from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.dialects import sqlite
 
 from heroes import __version__, metrics
+from heroes.db import Database
+
+from .test_pool import fake_pool
 
 pytestmark = pytest.mark.anyio
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-async def test_scrape_lists_every_family_with_its_type(
-    client: httpx.AsyncClient, backend: str
-) -> None:
+async def test_scrape_lists_every_family_with_its_type(client: httpx.AsyncClient) -> None:
     await client.get("/heroes/")
     response = await client.get("/metrics")
     assert response.status_code == 200
@@ -46,11 +47,7 @@ async def test_scrape_lists_every_family_with_its_type(
         f: families[f].samples[0].value
         for f in ("heroes_db_pool_size", "heroes_db_pool_checked_out")
     }
-    # On PostgreSQL the test holds one connection: the transaction it rolls back afterwards.
-    assert pool == {
-        "heroes_db_pool_size": 5.0,
-        "heroes_db_pool_checked_out": 1.0 if backend == "postgres" else 0.0,
-    }
+    assert pool == {"heroes_db_pool_size": 5.0, "heroes_db_pool_checked_out": 0.0}
 
 
 async def test_metrics_is_not_in_the_openapi_document(client: httpx.AsyncClient) -> None:
@@ -62,36 +59,27 @@ def pool_values() -> tuple[float | None, ...]:
     return tuple(REGISTRY.get_sample_value(name) for name in names)
 
 
-async def test_pool_gauges_show_checked_out_and_overflow(tmp_path: Path) -> None:
-    engine = create_async_engine(
-        f"sqlite+aiosqlite:///{tmp_path / 'pool.db'}", pool_size=1, max_overflow=2
-    )
-    try:
-        metrics.sample_pool(engine)
-        assert pool_values() == (1.0, 0.0, 0.0)
-        async with engine.connect(), engine.connect():
-            metrics.sample_pool(engine)
-            assert pool_values() == (1.0, 2.0, 1.0)  # the second connection is an overflow
-    finally:
-        await engine.dispose()
+async def test_pool_gauges_show_checked_out_and_overflow() -> None:
+    db = Database(fake_pool(size=1, max_overflow=2), sqlite.dialect())
+    metrics.sample_pool(db)
+    assert pool_values() == (1.0, 0.0, 0.0)
+    async with db.source.connection(), db.source.connection():
+        metrics.sample_pool(db)
+        assert pool_values() == (1.0, 2.0, 1.0)  # the second connection is an overflow
 
 
-async def test_sampler_refreshes_the_gauges_between_scrapes(tmp_path: Path) -> None:
-    engine = create_async_engine(f"sqlite+aiosqlite:///{tmp_path / 'pool.db'}", pool_size=3)
-    try:
-        async with metrics.pool_sampler(engine, interval=0.01):
-            assert pool_values() == (3.0, 0.0, 0.0)  # sampled on entry
-            async with engine.connect():
-                await asyncio.sleep(0.1)
-                assert pool_values() == (3.0, 1.0, 0.0)
-    finally:
-        await engine.dispose()
+async def test_sampler_refreshes_the_gauges_between_scrapes() -> None:
+    db = Database(fake_pool(size=3, max_overflow=0), sqlite.dialect())
+    async with metrics.pool_sampler(db, interval=0.01):
+        assert pool_values() == (3.0, 0.0, 0.0)  # sampled on entry
+        async with db.source.connection():
+            await asyncio.sleep(0.1)
+            assert pool_values() == (3.0, 1.0, 0.0)
 
 
-def test_pools_without_a_size_are_left_alone() -> None:
-    engine = create_async_engine("sqlite+aiosqlite://")  # in-memory: a StaticPool
+def test_connection_sources_other_than_the_pool_are_left_alone() -> None:
     metrics.POOL_SIZE.set(7)
-    metrics.sample_pool(engine)
+    metrics.sample_pool(Database(object(), sqlite.dialect()))  # type: ignore[arg-type]
     assert REGISTRY.get_sample_value("heroes_db_pool_size") == 7.0
 
 

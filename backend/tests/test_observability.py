@@ -6,10 +6,10 @@ import re
 from typing import Any
 
 import httpx
+import psycopg
 import pytest
 from fastapi import FastAPI
 from prometheus_client import REGISTRY
-from sqlalchemy.exc import DataError
 from starlette.types import Message, Receive, Scope, Send
 
 from heroes import crud
@@ -78,7 +78,7 @@ async def test_every_line_of_a_request_carries_its_id(
     client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     async def rejected(**_kwargs: object) -> None:
-        raise DataError("INSERT ...", {}, ValueError("integer out of range"))
+        raise psycopg.errors.NumericValueOutOfRange("integer out of range")
 
     monkeypatch.setattr(crud, "create_hero", rejected)
     with capture_logs() as logs:

@@ -6,8 +6,8 @@ import asyncio
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
-from sqlalchemy.ext.asyncio import AsyncEngine
 
+from heroes.db import Database
 from heroes.lifecycle import is_draining
 from heroes.migrate import SchemaExpectation, current_revision
 
@@ -32,10 +32,10 @@ async def ready(request: Request) -> JSONResponse:
     """Ready to serve: the database answers within READY_TIMEOUT and its schema is at head."""
     if is_draining():
         return _unavailable("shutting down")
-    engine: AsyncEngine = request.app.state.engine
+    db: Database = request.app.state.db
     try:
         async with asyncio.timeout(request.app.state.settings.ready_timeout):
-            async with engine.connect() as connection:
+            async with db.source.connection() as connection:
                 revision = await current_revision(connection)
     except TimeoutError:
         return _unavailable("database did not answer in time")

@@ -1,0 +1,2 @@
+-- POST /heroes/ with a unique name per request.
+request = post_hero
