@@ -1,5 +1,5 @@
 """The API's database access: a pool per worker process, statements compiled once per dialect,
-and the session dependency, the one place that takes and returns a request's connection.
+and the Session, the one place that takes and gives back connections.
 
 Every operation of the service is a single SQL statement (INSERT/UPDATE/DELETE ... RETURNING,
 SELECT), atomic on its own, so connections run in autocommit mode: one round trip per request,
@@ -11,7 +11,7 @@ without the ORM, whose per-request cost here was ten times that of the query.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import AsyncIterator, Hashable, Mapping, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from typing import Annotated, Any, Protocol
 
 import aiosqlite
@@ -112,48 +112,48 @@ def create_database(settings: Settings) -> Database:
     async def connect_postgres() -> psycopg.AsyncConnection[Any]:
         return await psycopg.AsyncConnection.connect(conninfo, autocommit=True)
 
+    async def ping(conn: psycopg.AsyncConnection[Any]) -> None:
+        await conn.execute("SELECT 1")
+
     pool = ConnectionPool(
         connect_postgres,
         is_broken=lambda conn: bool(conn.broken or conn.closed),
         size=settings.db_pool_size,
         max_overflow=settings.db_max_overflow,
         timeout=settings.db_pool_timeout,
+        ping=ping if settings.db_pool_pre_ping else None,
     )
     return Database(pool, postgresql.psycopg.dialect())  # type: ignore[no-untyped-call]
 
 
 class Session:
-    """One request's access to the database: a connection taken from the pool."""
+    """A request's access to the database. Every operation of the service is one statement, so
+    each takes a pooled connection for exactly that statement and gives it straight back: the
+    connection is never held while the request waits for the client or serialises its answer."""
 
-    __slots__ = ("conn", "db")
+    __slots__ = ("db",)
 
-    def __init__(self, db: Database, conn: Connection) -> None:
+    def __init__(self, db: Database) -> None:
         self.db = db
-        self.conn = conn
 
     async def fetch_one(self, sql: str, params: Mapping[str, Any]) -> Row | None:
-        cursor = await self.conn.execute(sql, params)
-        row: Row | None = await cursor.fetchone()
-        return row
+        async with self.db.source.connection() as conn:
+            cursor = await conn.execute(sql, params)
+            row: Row | None = await cursor.fetchone()
+            return row
 
     async def fetch_all(self, sql: str, params: Mapping[str, Any]) -> Sequence[Row]:
-        cursor = await self.conn.execute(sql, params)
-        rows: Sequence[Row] = await cursor.fetchall()
-        return rows
+        async with self.db.source.connection() as conn:
+            cursor = await conn.execute(sql, params)
+            rows: Sequence[Row] = await cursor.fetchall()
+            return rows
 
 
-async def get_session(request: Request) -> AsyncIterator[Session]:
-    """Take a connection for the request and give it back afterwards, broken or not.
-
-    Used with ``scope="function"``: the connection is back in the pool before the response is
-    sent. Each statement commits by itself, so a 200 is only ever sent for a committed write.
-    """
-    db: Database = request.app.state.db
-    async with db.source.connection() as conn:
-        yield Session(db, conn)
+async def get_session(request: Request) -> Session:
+    return Session(request.app.state.db)
 
 
-SessionDep = Annotated[Session, Depends(get_session, scope="function")]
+SessionDep = Annotated[Session, Depends(get_session)]
 
 DRIVER_ERRORS_UNAVAILABLE: tuple[type[Exception], ...] = (
     psycopg.OperationalError,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import os
 import platform
+from bisect import bisect_left
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 from pathlib import Path
@@ -47,7 +48,7 @@ disable_created_metrics()  # type: ignore[no-untyped-call]
 UNMATCHED = "unmatched"
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 #: Seconds between pool samples of each worker in multiprocess mode (see pool_sampler).
-POOL_SAMPLE_SECONDS = 2.0
+POOL_SAMPLE_SECONDS = 1.0
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 LABELS = ("method", "route", "status")
 
@@ -93,21 +94,70 @@ BUILD_INFO.labels(__version__, platform.python_version()).set(1)
 _children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
 
+def _children_of(key: tuple[str, str, int]) -> tuple[Any, Any]:
+    children = _children.get(key)
+    if children is None:
+        method, route, status = key
+        labels = (method, route, str(status))
+        children = _children[key] = (REQUESTS.labels(*labels), LATENCY.labels(*labels))
+    return children
+
+
+def _record(key: tuple[str, str, int], seconds: float) -> None:
+    counter, histogram = _children_of(key)
+    counter.inc()
+    histogram.observe(seconds)
+
+
+# In multiprocess mode every inc/observe is a locked mmap write (three per request): requests
+# are tallied in memory and written at each sample (POOL_SAMPLE_SECONDS), before a scrape this
+# worker answers, and at shutdown. Other workers' counts in a scrape are at most that old.
+_UPPER_BOUNDS = (*LATENCY_BUCKETS, float("inf"))
+# key -> [count, sum of seconds, count per latency bucket...]
+_pending: dict[tuple[str, str, int], list[float]] = {}
+
+
 def observe(method: str, route: str, status: int, seconds: float) -> None:
     """Count one answered request and its duration."""
     if method not in KNOWN_METHODS:  # any token is a valid method: keep the label set bounded
         method = "OTHER"
     key = (method, route, status)
-    children = _children.get(key)
-    if children is None:
-        labels = (method, route, str(status))
-        children = _children[key] = (REQUESTS.labels(*labels), LATENCY.labels(*labels))
-    children[0].inc()
-    children[1].observe(seconds)
+    if not MULTIPROC_DIR:
+        _record(key, seconds)
+        return
+    tally = _pending.get(key)
+    if tally is None:
+        tally = _pending[key] = [0.0] * (2 + len(_UPPER_BOUNDS))
+    tally[0] += 1
+    tally[1] += seconds
+    tally[2 + bisect_left(_UPPER_BOUNDS, seconds)] += 1
+
+
+def flush() -> None:
+    """Write the tallied requests into the (shared) metric files: a few writes per route."""
+    for key, tally in list(_pending.items()):
+        if not tally[0]:
+            continue
+        counter, histogram = _children_of(key)
+        counter.inc(tally[0])
+        histogram._sum.inc(tally[1])  # prometheus_client's own fields: one write per bucket
+        for index, count in enumerate(tally[2:]):
+            if count:
+                histogram._buckets[index].inc(count)
+        tally[:] = [0.0] * len(tally)
+
+
+class InFlight:
+    """Requests being served by this process: a plain counter on the hot path, copied into the
+    gauge when sampled (in multiprocess mode every gauge write is an mmap write)."""
+
+    count = 0
 
 
 def sample_pool(db: Database) -> None:
-    """Copy this process' pool state into the pool gauges."""
+    """Copy this process' buffered requests, pool state and in-flight count into the metrics."""
+    flush()
+    IN_PROGRESS.set(InFlight.count)
     pool = db.source
     if isinstance(pool, ConnectionPool):
         POOL_SIZE.set(pool.size)
@@ -139,6 +189,7 @@ async def pool_sampler(db: Database, interval: float | None) -> AsyncIterator[No
         task.cancel()
         with suppress(asyncio.CancelledError):
             await task
+        flush()  # the last requests of a worker that shuts down still count
 
 
 def render() -> bytes:

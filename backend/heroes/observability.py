@@ -77,7 +77,7 @@ class RequestObservability:
                 message["headers"] = [*message.get("headers", ()), id_header]
             await send(message)
 
-        metrics.IN_PROGRESS.inc()
+        metrics.InFlight.count += 1
         try:
             await self.app(scope, receive, send_with_id)
         except Exception as exc:
@@ -91,7 +91,7 @@ class RequestObservability:
                     await error(500, "Internal Server Error")(scope, receive, send_with_id)
             # A response that had started cannot be fixed: the server closes the connection.
         finally:
-            metrics.IN_PROGRESS.dec()
+            metrics.InFlight.count -= 1
             self._finished(scope, status or NO_RESPONSE, perf_counter() - started, user_agent)
             request_id_var.reset(token)
 

@@ -39,6 +39,8 @@ class ConnectionPool(Generic[C]):
         max_overflow: int,
         timeout: float,
         max_lifetime: float = 1800.0,
+        ping: Callable[[C], Awaitable[object]] | None = None,
+        ping_after_idle: float = 10.0,
     ) -> None:
         self._connect = connect
         self._is_broken = is_broken
@@ -46,8 +48,12 @@ class ConnectionPool(Generic[C]):
         self.max_size = size + max_overflow  # connections open at most
         self.timeout = timeout
         self.max_lifetime = max_lifetime
+        # Pre-ping only connections that sat idle: under load they are never pinged (no extra
+        # round trip), after a quiet spell a stale one is found before a request uses it.
+        self._ping = ping
+        self.ping_after_idle = ping_after_idle
         self._slots = asyncio.Semaphore(self.max_size)
-        self._idle: list[tuple[C, float]] = []
+        self._idle: list[tuple[C, float, float]] = []  # (connection, opened at, idle since)
         self.opened = 0  # connections open right now (idle + checked out)
         self.checked_out = 0
         self._closed = False
@@ -81,18 +87,22 @@ class ConnectionPool(Generic[C]):
 
     async def _take(self) -> tuple[C, float]:
         if self._idle:
-            return self._idle.pop()
+            conn, born, idle_since = self._idle.pop()
+            if self._ping is None or time.monotonic() - idle_since < self.ping_after_idle:
+                return conn, born
+            try:
+                await self._ping(conn)
+            except Exception:
+                self._forget_all(conn)
+            else:
+                return conn, born
         conn = await self._connect()
         self.opened += 1
         return conn, time.monotonic()
 
     def _give_back(self, conn: C, born: float) -> None:
         if self._is_broken(conn):
-            # The server went away: every idle connection is from before that moment too.
-            self._discard(conn)
-            for idle, _ in self._idle:
-                self._discard(idle)
-            self._idle.clear()
+            self._forget_all(conn)
         elif (
             self._closed
             or len(self._idle) >= self.size  # an overflow connection: closed, as in SQLAlchemy
@@ -100,7 +110,14 @@ class ConnectionPool(Generic[C]):
         ):
             self._discard(conn)
         else:
-            self._idle.append((conn, born))
+            self._idle.append((conn, born, time.monotonic()))
+
+    def _forget_all(self, broken: C) -> None:
+        """The server went away: every idle connection is from before that moment too."""
+        self._discard(broken)
+        for idle, _, _ in self._idle:
+            self._discard(idle)
+        self._idle.clear()
 
     def _discard(self, conn: C) -> None:
         self.opened -= 1
@@ -111,7 +128,7 @@ class ConnectionPool(Generic[C]):
         self._closed = True
         idle, self._idle = self._idle, []
         self.opened -= len(idle)
-        await asyncio.gather(*(conn.close() for conn, _ in idle), return_exceptions=True)
+        await asyncio.gather(*(conn.close() for conn, _, _ in idle), return_exceptions=True)
 
     @property
     def idle(self) -> int:

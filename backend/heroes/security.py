@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hmac
-from typing import Annotated
+from typing import Any
 
 from fastapi import Depends, HTTPException, Request
 
@@ -21,27 +21,18 @@ def token_is_valid(authorization: str | None, tokens: tuple[bytes, ...]) -> bool
     return matched and bool(candidate)
 
 
-def _unauthorized() -> HTTPException:
-    return HTTPException(
-        status_code=401,
-        detail="Missing or invalid bearer token",
-        headers={"WWW-Authenticate": "Bearer"},
-    )
-
-
 # async: FastAPI runs a plain ``def`` dependency in its thread pool, a costly hop per request.
-async def require_writer(request: Request) -> None:
+async def require_token(request: Request) -> None:
     settings: Settings = request.app.state.settings
-    tokens = settings.token_values
-    if tokens and not token_is_valid(request.headers.get("authorization"), tokens):
-        raise _unauthorized()
+    if not token_is_valid(request.headers.get("authorization"), settings.token_values):
+        raise HTTPException(
+            status_code=401,
+            detail="Missing or invalid bearer token",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
 
 
-async def require_reader(request: Request) -> None:
-    settings: Settings = request.app.state.settings
-    if settings.auth_protect_reads:
-        await require_writer(request)
-
-
-Writer = Annotated[None, Depends(require_writer)]
-Reader = Annotated[None, Depends(require_reader)]
+def token_dependencies(settings: Settings, *, writes: bool) -> list[Any]:
+    """The dependencies of a group of routes: none at all (not even a no-op) when open."""
+    protected = bool(settings.api_tokens) and (writes or settings.auth_protect_reads)
+    return [Depends(require_token)] if protected else []

@@ -80,11 +80,15 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Run:
         sent_ids = [f"e2e-{i}" for i in range(N)]
         with ThreadPoolExecutor(CONCURRENCY) as pool:
             answers = list(pool.map(_get, urls, sent_ids))
-        # Idle workers refresh their pool gauges every POOL_SAMPLE_SECONDS: a sample taken
-        # mid-request may still show a connection checked out until the next one.
+        # Workers write their buffered counts and refresh their gauges every
+        # POOL_SAMPLE_SECONDS: until the next sample a scrape may show slightly older values.
         deadline = time.monotonic() + 3 * POOL_SAMPLE_SECONDS + 5
         scrape = _scrape(server.url)
-        while _total(scrape["heroes_db_pool_checked_out"]) and time.monotonic() < deadline:
+        while (
+            _total(scrape["heroes_http_requests_total"], route="/heroes/{hero_id}") < N
+            or _total(scrape["heroes_db_pool_checked_out"])
+            or _total(scrape["heroes_http_requests_in_progress"]) != 1
+        ) and time.monotonic() < deadline:
             time.sleep(0.2)
             scrape = _scrape(server.url)
         files_while_running = {p.name for p in server.metrics_dir.iterdir()}

@@ -100,3 +100,16 @@ def test_scrape_config_targets_the_metrics_route_on_the_api_port() -> None:
     pods = jobs["heroes-kubernetes-pods"]
     assert pods["kubernetes_sd_configs"] == [{"role": "pod"}]
     assert pods["relabel_configs"][0]["regex"] == "heroes;api"
+
+
+def test_multiprocess_mode_buffers_requests_until_the_next_sample(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(metrics, "MULTIPROC_DIR", "/dev/shm/unused")
+    labels = {"method": "GET", "route": "/buffered", "status": "200"}
+    before = REGISTRY.get_sample_value("heroes_http_requests_total", labels) or 0.0
+    metrics.observe("GET", "/buffered", 200, 0.004)
+    metrics.observe("GET", "/buffered", 200, 0.006)
+    assert (REGISTRY.get_sample_value("heroes_http_requests_total", labels) or 0.0) == before
+    metrics.sample_pool(Database(object(), sqlite.dialect()))  # type: ignore[arg-type]
+    assert REGISTRY.get_sample_value("heroes_http_requests_total", labels) == before + 2

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+from typing import Any
 
 import pytest
 
@@ -25,7 +26,7 @@ class FakeConnection:
 
 
 def fake_pool(
-    size: int = 2, max_overflow: int = 1, timeout: float = 0.05, **kwargs: float
+    size: int = 2, max_overflow: int = 1, timeout: float = 0.05, **kwargs: Any
 ) -> ConnectionPool[FakeConnection]:
     async def connect() -> FakeConnection:
         return FakeConnection()
@@ -150,3 +151,38 @@ async def test_close_closes_idle_connections_and_stops_reuse() -> None:
     await asyncio.sleep(0)
     assert busy.closed
     assert pool.opened == 0
+
+
+async def test_idle_connections_are_pinged_and_stale_ones_replaced() -> None:
+    pinged: list[int] = []
+
+    async def ping(conn: FakeConnection) -> None:
+        pinged.append(conn.id)
+        if conn.broken:
+            raise OSError("server closed the connection")
+
+    pool = fake_pool(size=2, max_overflow=0, ping=ping, ping_after_idle=0.0)
+    async with pool.connection() as first, pool.connection() as second:
+        pass
+    async with pool.connection() as healthy:
+        assert healthy is first
+    assert pinged == [first.id]
+    first.broken = second.broken = True  # the database restarted while they sat idle
+    async with pool.connection() as fresh:
+        assert fresh not in (first, second)
+    await asyncio.sleep(0)
+    assert first.closed
+    assert second.closed
+
+
+async def test_busy_connections_are_not_pinged() -> None:
+    pinged: list[int] = []
+
+    async def ping(conn: FakeConnection) -> None:
+        pinged.append(conn.id)
+
+    pool = fake_pool(ping=ping, ping_after_idle=60.0)
+    for _ in range(3):
+        async with pool.connection():
+            pass
+    assert pinged == []
