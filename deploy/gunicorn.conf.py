@@ -36,8 +36,9 @@ def _env_int(name: str, default: int, minimum: int = 0) -> int:
 
 
 # Refuse a bad configuration (e.g. production without real secrets) in the master, with one
-# line and exit status 2, instead of a traceback from every worker that boots.
-settings_or_exit()
+# line and exit status 2, instead of a traceback from every worker that boots. Uncached: each
+# worker reads its settings (and secret files, e.g. rotated API tokens) itself after fork.
+settings_or_exit(cached=False)
 
 # --- application ---------------------------------------------------------------------------
 wsgi_app = "heroes.main:create_app()"  # the factory: settings from the environment, one engine

@@ -156,10 +156,14 @@ def get_settings() -> Settings:
     return Settings()
 
 
-def settings_or_exit() -> Settings:
-    """The settings, or one readable line on stderr and exit status 2 (no traceback)."""
+def settings_or_exit(*, cached: bool = True) -> Settings:
+    """The settings, or one readable line on stderr and exit status 2 (no traceback).
+
+    ``cached=False`` validates without filling the cache: the gunicorn master uses it, so that
+    workers forked after a reload (SIGHUP) read the environment and secret files afresh.
+    """
     try:
-        return get_settings()
+        return get_settings() if cached else Settings()
     except ValueError as exc:  # pydantic's ValidationError is a ValueError
         print(f"heroes: {describe_error(exc)}", file=sys.stderr)
         raise SystemExit(2) from None

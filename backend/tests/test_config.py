@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from heroes.config import Settings, describe_error, get_settings
+from heroes.config import Settings, describe_error, get_settings, settings_or_exit
 
 PG = "postgresql://heroes@db:5432/heroes"
 TOKEN = "t0k3n-0123456789abcdef"
@@ -129,3 +129,21 @@ def test_invalid_values_are_refused(monkeypatch: pytest.MonkeyPatch, name: str, 
 
 def test_describe_error_for_plain_exceptions() -> None:
     assert describe_error(RuntimeError("boom")) == "invalid configuration: boom"
+
+
+def test_uncached_validation_leaves_the_cache_empty(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("API_TOKENS", TOKEN)
+    assert settings_or_exit(cached=False).token_values == (TOKEN.encode(),)
+    assert get_settings.cache_info().currsize == 0
+    monkeypatch.setenv("API_TOKENS", f"{TOKEN}-rotated")
+    assert get_settings().token_values == (f"{TOKEN}-rotated".encode(),)
+
+
+def test_settings_or_exit_prints_one_line_and_exits_2(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("ENVIRONMENT", "production")
+    with pytest.raises(SystemExit) as caught:
+        settings_or_exit(cached=False)
+    assert caught.value.code == 2
+    assert capsys.readouterr().err.startswith("heroes: invalid configuration: production needs")
