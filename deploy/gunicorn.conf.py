@@ -136,3 +136,9 @@ def child_exit(server: Any, worker: Any) -> None:
         from prometheus_client import multiprocess
 
         multiprocess.mark_process_dead(worker.pid)  # type: ignore[no-untyped-call]
+
+
+def worker_exit(server: Any, worker: Any) -> None:
+    """Worker, on its way out (after its last request): drop its own live gauges too, so they
+    go even when the master cannot reap it in time (e.g. a SIGKILL at the graceful deadline)."""
+    child_exit(server, worker)
