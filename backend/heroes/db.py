@@ -10,6 +10,7 @@ without the ORM, whose per-request cost here was ten times that of the query.
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from collections.abc import Hashable, Mapping, Sequence
 from typing import Annotated, Any, Protocol
@@ -110,7 +111,10 @@ def create_database(settings: Settings) -> Database:
     )
 
     async def connect_postgres() -> psycopg.AsyncConnection[Any]:
-        return await psycopg.AsyncConnection.connect(conninfo, autocommit=True)
+        # libpq's connect_timeout does not cover resolving the host name, which can stall for
+        # seconds (a stopped container's name under Docker's DNS): bound the whole attempt.
+        async with asyncio.timeout(settings.db_connect_timeout):
+            return await psycopg.AsyncConnection.connect(conninfo, autocommit=True)
 
     async def ping(conn: psycopg.AsyncConnection[Any]) -> None:
         await conn.execute("SELECT 1")

@@ -8,14 +8,8 @@
 # Environment: HEROES_IMAGE (default heroes:local), SMOKE_BUILD=0 to use an already built/loaded
 # image, SMOKE_PORT (default 0 = a free port), SMOKE_PROJECT (default heroes-smoke-<pid>-<time>).
 set -euo pipefail
-root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
-cd "$root"
-
-export COMPOSE_BAKE=false
-if ! docker info >/dev/null 2>&1; then
-  ../shared/container-lab/setup
-fi
-deploy/scripts/bootstrap.sh
+# shellcheck source=deploy/scripts/lib/containers.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/containers.sh"
 py=.venv/bin/python
 
 export HEROES_IMAGE=${HEROES_IMAGE:-heroes:local}

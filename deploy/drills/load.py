@@ -1,0 +1,216 @@
+"""Closed-loop write load with per-request accounting, plus health polling (stdlib only).
+
+Every client thread POSTs heroes with unique names (``<prefix>-<client>-<seq>``) on its own
+keep-alive connection, as fast as the API answers, and records the outcome of every request
+(drills.client). Optional pollers GET /health/ready and /health/live on fresh connections.
+
+Used in-process by the drills, or in a container on the compose network, with a line protocol::
+
+    python -m drills.load --url http://api:8000 --clients 32 --prefix d1-x --token-file F
+    -> {"event": "started", ...}      (one JSON line, once every client runs)
+    <- any line on stdin (or EOF)     stop
+    -> {"event": "result", ...}       (one JSON line: every request and poll, see ``run``)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import socket
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from drills.client import Connection, Outcome, Result, split_url
+
+# One request in the result: a list, to keep the JSON small.
+# [name, outcome, status, started, sent, ended, latency, fresh, error, hero_id, json_ok, snippet]
+Row = list[Any]
+
+
+@dataclass(frozen=True)
+class LoadConfig:
+    url: str
+    clients: int = 32
+    prefix: str = "drill"
+    token: str | None = None
+    max_seconds: float = 120.0
+    poll_interval: float = 0.0  # 0: no health polling
+    connect_timeout: float = 1.0
+    timeout: float = 30.0
+    keep_alive: bool = True
+    pause_after_not_sent: float = 0.05
+
+
+def _row(name: str, r: Result) -> Row:
+    hero_id = None
+    snippet = ""
+    if r.outcome is Outcome.OK:
+        try:
+            hero_id = r.json().get("id")
+        except ValueError:
+            snippet = r.body[:200].decode("utf-8", "replace")
+    elif r.body:
+        snippet = r.body[:200].decode("utf-8", "replace")
+    return [
+        name,
+        str(r.outcome),
+        r.status,
+        round(r.started, 4),
+        None if r.sent is None else round(r.sent, 4),
+        round(r.ended, 4),
+        round(r.latency, 4),
+        r.fresh,
+        r.error,
+        hero_id,
+        r.is_json,
+        snippet,
+    ]
+
+
+def resolve(host: str, port: int, timeout: float = 10.0) -> str:
+    """The host's first IPv4/IPv6 address, retrying while the name does not resolve yet."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+            return str(infos[0][4][0])
+        except socket.gaierror:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
+def run(
+    config: LoadConfig,
+    stop: threading.Event,
+    on_started: Callable[[], None] | None = None,
+) -> dict[str, Any]:
+    """Run until ``stop`` is set (or max_seconds); return every request and poll."""
+    host, port = split_url(config.url)
+    # Resolved once, like a load balancer's target list: a DNS query per connection would make
+    # the drills measure Docker's embedded DNS under load (it answers EAI_AGAIN at times) and
+    # not the api. The api keeps its address for a whole drill (stopped, never recreated).
+    address = resolve(host, port)
+    headers = {"Authorization": f"Bearer {config.token}"} if config.token else {}
+    rows: list[list[Row]] = [[] for _ in range(config.clients)]
+    polls: list[Row] = []
+    conns: list[Connection] = []
+    deadline = time.monotonic() + config.max_seconds
+
+    def client(cid: int) -> None:
+        conn = Connection(
+            address,
+            port,
+            connect_timeout=config.connect_timeout,
+            timeout=config.timeout,
+            keep_alive=config.keep_alive,
+            host_header=f"{host}:{port}",
+        )
+        conns.append(conn)
+        out = rows[cid]
+        seq = 0
+        while not stop.is_set() and time.monotonic() < deadline:
+            seq += 1
+            name = f"{config.prefix}-{cid}-{seq}"
+            body = {"name": name, "secret_name": f"s-{name}", "age": seq % 100}
+            result = conn.request("POST", "/heroes/", body, headers)
+            out.append(_row(name, result))
+            if result.outcome is Outcome.NOT_SENT:
+                stop.wait(config.pause_after_not_sent)
+        conn.close()
+
+    def poller(path: str) -> None:
+        conn = Connection(address, port, timeout=5.0, keep_alive=False, host_header=host)
+        while not stop.is_set() and time.monotonic() < deadline:
+            r = conn.request("GET", path)
+            conn.close()
+            reason = ""
+            if r.outcome is not Outcome.OK and r.body:
+                try:
+                    reason = str(r.json().get("reason", ""))
+                except (ValueError, AttributeError):
+                    reason = r.body[:80].decode("utf-8", "replace")
+            polls.append(
+                [path, str(r.outcome), r.status, round(r.started, 4), round(r.latency, 4), reason]
+            )
+            stop.wait(config.poll_interval)
+
+    threads = [
+        threading.Thread(target=client, args=(i,), daemon=True) for i in range(config.clients)
+    ]
+    if config.poll_interval > 0:
+        threads += [
+            threading.Thread(target=poller, args=(p,), daemon=True)
+            for p in ("/health/ready", "/health/live")
+        ]
+    started = time.time()
+    for thread in threads:
+        thread.start()
+    if on_started is not None:
+        on_started()
+    for thread in threads:
+        thread.join(timeout=max(0.0, deadline - time.monotonic()) + config.timeout + 5)
+    requests = [row for per_client in rows for row in per_client]
+    return {
+        "event": "result",
+        "config": {**asdict(config), "token": "[set]" if config.token else None},
+        "started": started,
+        "ended": time.time(),
+        "counts": dict(Counter(row[1] for row in requests)),
+        "connections_opened": sum(c.opened for c in conns),
+        "stale_reconnects": sum(c.stale for c in conns),
+        "requests": requests,
+        "polls": polls,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--url", required=True)
+    parser.add_argument("--clients", type=int, default=32)
+    parser.add_argument("--prefix", default="drill")
+    parser.add_argument("--token-file", type=Path, help="first line = bearer token")
+    parser.add_argument("--max-seconds", type=float, default=120.0)
+    parser.add_argument("--poll-interval", type=float, default=0.0)
+    parser.add_argument("--connect-timeout", type=float, default=1.0)
+    parser.add_argument("--timeout", type=float, default=30.0)
+    parser.add_argument("--no-keep-alive", action="store_true")
+    args = parser.parse_args(argv)
+    token = None
+    if args.token_file:
+        token = args.token_file.read_text().splitlines()[0].strip()
+    config = LoadConfig(
+        url=args.url,
+        clients=args.clients,
+        prefix=args.prefix,
+        token=token,
+        max_seconds=args.max_seconds,
+        poll_interval=args.poll_interval,
+        connect_timeout=args.connect_timeout,
+        timeout=args.timeout,
+        keep_alive=not args.no_keep_alive,
+    )
+    stop = threading.Event()
+
+    def wait_for_stop() -> None:
+        sys.stdin.readline()  # a line or EOF
+        stop.set()
+
+    threading.Thread(target=wait_for_stop, daemon=True).start()
+
+    def started() -> None:
+        print(json.dumps({"event": "started", "t": time.time()}), flush=True)
+
+    result = run(config, stop, started)
+    print(json.dumps(result, separators=(",", ":")), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Reliability and security drills against the real compose stack (deploy/drills/, README
+# "Reliability"): SIGTERM under write load, worker kill -9, database outage, concurrent migrations,
+# schemathesis fuzzing, bearer-token auth + production refusal, container posture.
+# Each drill prints its figures and fails on a miss; the run ends with a table and writes the
+# figures to /tmp/readme/drills-results.md (DRILLS_RESULTS). Always `down -v` at the end.
+#
+# Environment: HEROES_IMAGE (reused when set and present, e.g. CI's loaded heroes:local; otherwise
+# built with `docker compose build`), DRILLS_PROJECT (default heroes-drills), HEROES_PORT
+# (default 0 = a free loopback port). Arguments go to `python -m drills` (--only 1,3, --keep, ...).
+set -euo pipefail
+# shellcheck source=deploy/scripts/lib/containers.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/containers.sh"
+
+project=${DRILLS_PROJECT:-heroes-drills}
+export HEROES_PORT=${HEROES_PORT:-0}
+
+if [ -n "${HEROES_IMAGE:-}" ] && docker image inspect "$HEROES_IMAGE" >/dev/null 2>&1; then
+  echo "drills: using the existing image $HEROES_IMAGE"
+else
+  export HEROES_IMAGE=${HEROES_IMAGE:-heroes:local}
+  echo "drills: building $HEROES_IMAGE (docker compose build api)"
+  # The tokens file only has to exist for interpolation; nothing is started here.
+  DRILLS_API_TOKENS_FILE=/dev/null docker compose -p "$project" \
+    -f docker-compose.yml -f deploy/compose.drills.yml build api
+fi
+
+# Backstop for a Python process that dies without its own cleanup (it runs `down -v` itself).
+cleanup() {
+  DRILLS_API_TOKENS_FILE=/dev/null docker compose -p "$project" \
+    -f docker-compose.yml -f deploy/compose.drills.yml down -v --remove-orphans --timeout 40 \
+    >/dev/null 2>&1 || true
+}
+case " $* " in
+  *" --keep "*) ;;  # asked to leave the stack running
+  *) trap cleanup EXIT ;;
+esac
+
+PYTHONPATH="$root/deploy" .venv/bin/python -m drills \
+  --image "$HEROES_IMAGE" --project "$project" \
+  --results "${DRILLS_RESULTS:-/tmp/readme/drills-results.md}" "$@"
