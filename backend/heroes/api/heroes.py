@@ -33,7 +33,11 @@ COMMON: dict[int | str, dict[str, Any]] = {
 
 # Two groups, so that create_app can require a token for writes (and reads, if configured).
 reads = APIRouter(prefix="/heroes", tags=["heroes"], responses=COMMON)
-writes = APIRouter(prefix="/heroes", tags=["heroes"], responses=COMMON)
+writes = APIRouter(
+    prefix="/heroes",
+    tags=["heroes"],
+    responses={**COMMON, 400: {"description": "Body is not decodable (invalid UTF-8, too deep)"}},
+)
 
 
 def json(content: Any) -> Response:
