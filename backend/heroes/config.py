@@ -130,14 +130,6 @@ class Settings(BaseSettings):
         return url
 
     @property
-    def async_url(self) -> URL:
-        """The same database through an asyncio driver, for the API."""
-        url = self.sync_url
-        if url.get_backend_name() == "sqlite":
-            return url.set(drivername="sqlite+aiosqlite")
-        return url.set(drivername="postgresql+psycopg_async")
-
-    @property
     def is_sqlite(self) -> bool:
         return self.sync_url.get_backend_name() == "sqlite"
 

@@ -8,7 +8,7 @@ Shutdown timeline of one worker after gunicorn forwards SIGTERM (docker stop, ro
    instead of being reset when the socket closes;
 2. stop accepting without resetting queued connections (HeroesServer._close_listeners_gently,
    under a second), then let in-flight requests finish (uvicorn's ``timeout_graceful_shutdown``);
-3. lifespan shutdown (engine disposal), exit 0.
+3. lifespan shutdown (database pool closed), exit 0.
 
 gunicorn's ``graceful_timeout`` is the hard deadline from SIGTERM to SIGKILL, so the worker fits
 1-3 inside it: in-flight budget = graceful_timeout - drain - LIFESPAN_SHUTDOWN_MARGIN (the margin
@@ -53,7 +53,7 @@ __all__ = [
 logger = logging.getLogger("uvicorn.error")
 
 #: Seconds of gunicorn's graceful_timeout kept for closing the listener (ACCEPT_QUEUE_FLUSH..
-#: ACCEPT_QUEUE_FLUSH_MAX, then IDLE_CLOSE_GRACE), the lifespan shutdown (engine dispose), the exit.
+#: ACCEPT_QUEUE_FLUSH_MAX, then IDLE_CLOSE_GRACE), the lifespan shutdown (pool close), the exit.
 LIFESPAN_SHUTDOWN_MARGIN = 2
 #: After the drain (see HeroesServer._close_listeners_gently): seconds to keep accepting once no
 #: new handshake can complete (longer, up to ACCEPT_QUEUE_FLUSH_MAX, while connections still wait

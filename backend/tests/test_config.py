@@ -31,7 +31,6 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_defaults_give_an_embedded_sqlite_database() -> None:
     settings = Settings()
     assert settings.is_sqlite
-    assert settings.async_url.drivername == "sqlite+aiosqlite"
     assert settings.environment == "development"
 
 
@@ -39,7 +38,6 @@ def test_postgresql_url_is_normalised_to_psycopg3(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setenv("DATABASE_URL", PG)
     settings = Settings()
     assert settings.sync_url.drivername == "postgresql+psycopg"
-    assert settings.async_url.drivername == "postgresql+psycopg_async"
 
 
 def test_secrets_are_read_from_files(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
