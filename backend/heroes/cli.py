@@ -10,8 +10,8 @@ from collections.abc import Sequence
 from sqlalchemy import create_engine, pool, text
 
 from heroes import migrate
+from heroes.backends.postgres import connect_options
 from heroes.config import Settings, settings_or_exit
-from heroes.db import postgres_connect_args
 from heroes.logs import configure_if_unconfigured, logging_config
 
 
@@ -30,7 +30,7 @@ def _downgrade(settings: Settings, args: argparse.Namespace) -> int:
 
 def _check(settings: Settings, _args: argparse.Namespace) -> int:
     url = settings.sync_url
-    connect_args = postgres_connect_args(settings) if not settings.is_sqlite else {}
+    connect_args = connect_options(settings) if not settings.is_sqlite else {}
     engine = create_engine(url, poolclass=pool.NullPool, connect_args=connect_args)
     try:
         with engine.connect() as connection:

@@ -1,169 +1,145 @@
-"""The API's database access: a pool per worker process, statements compiled once per dialect,
-and the Session, the one place that takes and gives back connections.
+"""The database layer: what a query function sees (Session) and what a backend provides (Database).
 
-Every operation of the service is a single SQL statement (INSERT/UPDATE/DELETE ... RETURNING,
-SELECT), atomic on its own, so connections run in autocommit mode: one round trip per request,
-no BEGIN/COMMIT. Statements are SQLAlchemy Core expressions over the SQLModel table, compiled to
-the driver's SQL once; they run on the driver (psycopg 3, or aiosqlite for the embedded default)
-without the ORM, whose per-request cost here was ten times that of the query.
+Statements are SQLAlchemy Core expressions over the SQLModel tables, compiled to the driver's SQL
+once per statement object and run on the driver itself (psycopg 3 through psycopg_pool, or
+aiosqlite for the embedded default), without the ORM, whose per-request cost here was ten times
+that of the query (docs/architecture.md). Rows come back by column name.
+
+A single statement runs in autocommit: one round trip, atomic on its own. Work of several
+statements goes in ``async with session.transaction():``, on one connection, committed when the
+block ends and rolled back when it raises.
+
+Errors leave this layer as one of the exceptions below, decided by the driver error's type; the
+web layer (heroes.errors) maps them to HTTP. Nothing here imports the web layer.
 """
 
 from __future__ import annotations
 
-import asyncio
-import sqlite3
-from collections.abc import Hashable, Mapping, Sequence
-from typing import Annotated, Any, Protocol
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
 
-import aiosqlite
-import psycopg
-from fastapi import Depends, Request
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect
 from sqlalchemy.sql import ClauseElement
 
-from heroes.config import Settings
-from heroes.pool import ConnectionPool
-
-SQLITE_BUSY_TIMEOUT_S = 5.0
-Row = tuple[Any, ...]
+Row = Mapping[str, Any]
+Params = Mapping[str, Any]
 
 
-class Connection(Protocol):
-    async def execute(self, query: Any, params: Any = ...) -> Any: ...
-    async def close(self) -> Any: ...
+class DatabaseUnavailable(Exception):
+    """The database cannot serve now (unreachable, connection lost, no pooled connection free
+    in time, statement timeout): the request may succeed if retried later."""
 
 
-class ConnectionSource(Protocol):
-    def connection(self) -> Any: ...  # an async context manager yielding a Connection
+class ConnectionLost(DatabaseUnavailable):
+    """The connection broke while a statement ran: the server may or may not have applied it."""
 
 
-def postgres_connect_args(settings: Settings, *, statement_timeout: bool = True) -> dict[str, Any]:
-    args: dict[str, Any] = {
-        "connect_timeout": settings.db_connect_timeout,
-        "application_name": "heroes",
-    }
-    if statement_timeout and settings.db_statement_timeout_ms:
-        args["options"] = f"-c statement_timeout={settings.db_statement_timeout_ms}"
-    return args
+class SchemaMissing(DatabaseUnavailable):
+    """A table the code needs does not exist: the database is not migrated."""
 
 
-class Database:
-    """A connection source plus the statements compiled for its dialect."""
-
-    def __init__(self, source: ConnectionSource, dialect: Dialect) -> None:
-        self.source = source
-        self.dialect = dialect
-        self._compiled: dict[Hashable, str] = {}
-
-    def sql(self, key: Hashable, build: Any) -> str:
-        """The SQL text of statement ``key`` (``build()`` makes the Core expression once)."""
-        text = self._compiled.get(key)
-        if text is None:
-            statement: ClauseElement = build()
-            text = str(statement.compile(dialect=self.dialect))
-            self._compiled[key] = text
-        return text
-
-    async def close(self) -> None:
-        if isinstance(self.source, ConnectionPool):
-            await self.source.close()
+class ValueRejected(Exception):
+    """The database refused a value (a constraint or type the validation let through)."""
 
 
-def create_database(settings: Settings) -> Database:
-    """The API's database (one per process: built in the lifespan, after gunicorn's fork)."""
-    if settings.is_sqlite:
-        path = settings.sync_url.database or ":memory:"
+@dataclass(frozen=True, slots=True)
+class PoolStats:
+    size: int  # connections kept open when idle
+    max_size: int  # connections open at most
+    open: int  # connections open now (idle + in use)
+    in_use: int
+    opened_total: int  # connections opened since start: a steady load keeps it flat
 
-        async def connect_sqlite() -> aiosqlite.Connection:
-            conn = await aiosqlite.connect(
-                path, timeout=SQLITE_BUSY_TIMEOUT_S, isolation_level=None
-            )
-            # WAL lets readers run beside the single writer, so concurrent local use works.
-            await conn.execute("PRAGMA journal_mode=WAL")
-            await conn.execute("PRAGMA synchronous=NORMAL")
-            return conn
 
-        pool: ConnectionPool[Any] = ConnectionPool(
-            connect_sqlite,
-            is_broken=lambda conn: False,
-            size=settings.db_pool_size,
-            max_overflow=settings.db_max_overflow,
-            timeout=settings.db_pool_timeout,
-        )
-        return Database(pool, sqlite.dialect(paramstyle="named"))
+class Database(ABC):
+    """One per process (built in the lifespan, after gunicorn's fork): a connection source and the
+    SQL of every statement compiled for its dialect."""
 
-    url = settings.sync_url
-    conninfo = psycopg.conninfo.make_conninfo(
-        "",
-        host=url.host,
-        port=url.port,
-        user=url.username,
-        password=url.password,
-        dbname=url.database,
-        **{k: str(v) for k, v in url.query.items()},
-        **postgres_connect_args(settings),
-    )
+    dialect: Dialect
 
-    async def connect_postgres() -> psycopg.AsyncConnection[Any]:
-        # libpq's connect_timeout does not cover resolving the host name, which can stall for
-        # seconds (a stopped container's name under Docker's DNS): bound the whole attempt.
-        async with asyncio.timeout(settings.db_connect_timeout):
-            return await psycopg.AsyncConnection.connect(conninfo, autocommit=True)
+    def __init__(self) -> None:
+        # Keyed by the statement object itself (query functions keep one object per statement);
+        # the object is stored too, so its id cannot be reused while the entry exists.
+        self._compiled: dict[int, tuple[ClauseElement, str]] = {}
 
-    async def ping(conn: psycopg.AsyncConnection[Any]) -> None:
-        await conn.execute("SELECT 1")
+    def sql(self, statement: ClauseElement) -> str:
+        entry = self._compiled.get(id(statement))
+        if entry is None:
+            entry = (statement, str(statement.compile(dialect=self.dialect)))
+            self._compiled[id(statement)] = entry
+        return entry[1]
 
-    pool = ConnectionPool(
-        connect_postgres,
-        is_broken=lambda conn: bool(conn.broken or conn.closed),
-        size=settings.db_pool_size,
-        max_overflow=settings.db_max_overflow,
-        timeout=settings.db_pool_timeout,
-        ping=ping if settings.db_pool_pre_ping else None,
-    )
-    return Database(pool, postgresql.psycopg.dialect())  # type: ignore[no-untyped-call]
+    @abstractmethod
+    async def open(self) -> None: ...
+
+    @abstractmethod
+    async def close(self) -> None: ...
+
+    @abstractmethod
+    def connection(self) -> AbstractAsyncContextManager[Any]:
+        """A connection for the caller alone, in autocommit; raises DatabaseUnavailable."""
+
+    @abstractmethod
+    def transaction(self, conn: Any) -> AbstractAsyncContextManager[None]:
+        """BEGIN on ``conn``; COMMIT when the block ends, ROLLBACK when it raises."""
+
+    @abstractmethod
+    async def run(self, conn: Any, sql: str, params: Params, *, rows: bool) -> Sequence[Row]:
+        """Execute ``sql``; its rows when ``rows``. Driver errors leave as this module's errors."""
+
+    @abstractmethod
+    def stats(self) -> PoolStats: ...
 
 
 class Session:
-    """A request's access to the database. Every operation of the service is one statement, so
-    each takes a pooled connection for exactly that statement and gives it straight back: the
-    connection is never held while the request waits for the client or serialises its answer."""
+    """A request's access to the database: each statement takes a pooled connection for just
+    that statement (never held while the request waits for its client), except inside
+    ``transaction()``, where every statement runs on the transaction's connection."""
 
-    __slots__ = ("db",)
+    __slots__ = ("_conn", "db")
 
     def __init__(self, db: Database) -> None:
         self.db = db
+        self._conn: Any = None
 
-    async def fetch_one(self, sql: str, params: Mapping[str, Any]) -> Row | None:
-        async with self.db.source.connection() as conn:
-            cursor = await conn.execute(sql, params)
-            row: Row | None = await cursor.fetchone()
-            return row
+    async def fetch_one(self, statement: ClauseElement, params: Params | None = None) -> Row | None:
+        found = await self._run(statement, params, rows=True)
+        return found[0] if found else None
 
-    async def fetch_all(self, sql: str, params: Mapping[str, Any]) -> Sequence[Row]:
-        async with self.db.source.connection() as conn:
-            cursor = await conn.execute(sql, params)
-            rows: Sequence[Row] = await cursor.fetchall()
-            return rows
+    async def fetch_all(self, statement: ClauseElement, params: Params | None = None) -> list[Row]:
+        return list(await self._run(statement, params, rows=True))
 
+    async def execute(self, statement: ClauseElement, params: Params | None = None) -> None:
+        await self._run(statement, params, rows=False)
 
-async def get_session(request: Request) -> Session:
-    return Session(request.app.state.db)
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Session]:
+        if self._conn is not None:
+            raise RuntimeError("a transaction is already open on this session")
+        async with self.db.connection() as conn, self.db.transaction(conn):
+            self._conn = conn
+            try:
+                yield self
+            finally:
+                self._conn = None
 
-
-SessionDep = Annotated[Session, Depends(get_session)]
-
-DRIVER_ERRORS_UNAVAILABLE: tuple[type[Exception], ...] = (
-    psycopg.OperationalError,
-    psycopg.InterfaceError,
-    psycopg.errors.UndefinedTable,  # not migrated yet: readiness says so too
-    sqlite3.OperationalError,
-    OSError,
-)
-DRIVER_ERRORS_REJECTED: tuple[type[Exception], ...] = (
-    psycopg.DataError,
-    psycopg.IntegrityError,
-    sqlite3.IntegrityError,
-    sqlite3.DataError,
-)
+    async def _run(
+        self, statement: ClauseElement, params: Params | None, *, rows: bool
+    ) -> Sequence[Row]:
+        sql = self.db.sql(statement)
+        values = params or {}
+        if self._conn is not None:
+            return await self.db.run(self._conn, sql, values, rows=rows)
+        try:
+            async with self.db.connection() as conn:
+                return await self.db.run(conn, sql, values, rows=rows)
+        except ConnectionLost:
+            # A read changes nothing, so it is safe to send again; a write may have been applied
+            # before the connection broke, so it is never resent.
+            if not getattr(statement, "is_select", False):
+                raise
+        async with self.db.connection() as conn:
+            return await self.db.run(conn, sql, values, rows=rows)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 from typing import Any
@@ -12,8 +11,7 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from starlette.responses import JSONResponse
 
-from heroes.db import DRIVER_ERRORS_REJECTED, DRIVER_ERRORS_UNAVAILABLE
-from heroes.pool import PoolTimeout
+from heroes.db import DatabaseUnavailable, SchemaMissing, ValueRejected
 
 logger = logging.getLogger("heroes.errors")
 
@@ -48,12 +46,15 @@ async def _validation_failed(_request: Request, exc: Exception) -> JSONResponse:
 
 async def _database_rejected(_request: Request, exc: Exception) -> JSONResponse:
     # Validation should stop bad values first; this keeps a missed case a 4xx, not a 500.
-    logger.warning("database rejected a value: %s", type(exc.__cause__ or exc).__name__)
+    logger.warning("database rejected a value: %s", exc)
     return error(422, "Value rejected by the database")
 
 
 async def _database_unavailable(_request: Request, exc: Exception) -> JSONResponse:
-    logger.error("database unavailable: %s", type(exc).__name__)
+    if isinstance(exc, SchemaMissing):
+        logger.error("database schema missing (not migrated?): %s", exc)
+        return error(503, "Database not migrated", headers={"Retry-After": "5"})
+    logger.error("database unavailable: %s", exc)
     return error(503, "Database unavailable", headers={"Retry-After": "1"})
 
 
@@ -67,9 +68,8 @@ async def _unhandled(request: Request, exc: Exception) -> JSONResponse:
 def register_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(HeroNotFound, _hero_not_found)
     app.add_exception_handler(RequestValidationError, _validation_failed)
-    for rejected in DRIVER_ERRORS_REJECTED:
-        app.add_exception_handler(rejected, _database_rejected)
-    # Connection refused, server gone, statement timeout, schema missing, pool exhausted.
-    for unavailable in (*DRIVER_ERRORS_UNAVAILABLE, PoolTimeout, asyncio.TimeoutError):
-        app.add_exception_handler(unavailable, _database_unavailable)
+    app.add_exception_handler(ValueRejected, _database_rejected)
+    # Unreachable, connection lost, no pooled connection in time, statement timeout, not
+    # migrated. Any other error is a bug: a 500 with its traceback in the log.
+    app.add_exception_handler(DatabaseUnavailable, _database_unavailable)
     app.add_exception_handler(Exception, _unhandled)

@@ -13,8 +13,8 @@ from starlette.types import ASGIApp
 from heroes import __version__, metrics
 from heroes.api import health
 from heroes.api import heroes as hero_routes
+from heroes.backends import create_database
 from heroes.config import Settings, get_settings
-from heroes.db import create_database
 from heroes.errors import register_error_handlers
 from heroes.lifecycle import CloseConnectionsWhileDraining
 from heroes.limits import BodySizeLimit
@@ -27,6 +27,7 @@ from heroes.security import token_dependencies
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
     app.state.db = create_database(settings)
+    await app.state.db.open()
     app.state.schema = SchemaExpectation.of(settings)
     # Everything imported and built so far lives as long as the process: move it out of the
     # collector's reach, so full collections scan only request garbage (shorter GC pauses).

@@ -34,7 +34,6 @@ from prometheus_client.multiprocess import MultiProcessCollector
 
 from heroes import __version__
 from heroes.db import Database
-from heroes.pool import ConnectionPool
 
 MULTIPROC_DIR = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
 if MULTIPROC_DIR:  # gunicorn's on_starting creates it; `heroes` under a bare uvicorn may not
@@ -79,6 +78,11 @@ POOL_CHECKED_OUT = Gauge(
 POOL_OVERFLOW = Gauge(
     "heroes_db_pool_overflow",
     "Database connections open beyond the pool size (all live workers)",
+    multiprocess_mode="livesum",
+)
+CONNECTIONS_OPENED = Gauge(
+    "heroes_db_connections_opened",
+    "Database connections opened since start (all live workers); flat under a steady load",
     multiprocess_mode="livesum",
 )
 BUILD_INFO = Gauge(
@@ -158,11 +162,11 @@ def sample_pool(db: Database) -> None:
     """Copy this process' buffered requests, pool state and in-flight count into the metrics."""
     flush()
     IN_PROGRESS.set(InFlight.count)
-    pool = db.source
-    if isinstance(pool, ConnectionPool):
-        POOL_SIZE.set(pool.size)
-        POOL_CHECKED_OUT.set(pool.checked_out)
-        POOL_OVERFLOW.set(pool.overflow)
+    stats = db.stats()
+    POOL_SIZE.set(stats.size)
+    POOL_CHECKED_OUT.set(stats.in_use)
+    POOL_OVERFLOW.set(max(0, stats.open - stats.size))
+    CONNECTIONS_OPENED.set(stats.opened_total)
 
 
 @asynccontextmanager

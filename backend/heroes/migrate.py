@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cache
 from importlib.resources import files
+from typing import Any
 
 from alembic import command
 from alembic.config import Config
 from alembic.script import ScriptDirectory
+from sqlalchemy import Select, column, select, table
 
 from heroes.config import Settings
-from heroes.db import Connection
+from heroes.db import Session
 
 # Any constant shared by every migration runner; "heroes" in ASCII.
 ADVISORY_LOCK_KEY = 0x6865726F6573
@@ -57,7 +60,12 @@ class SchemaExpectation:
         return f"schema at {revision}, expected {self.head}"
 
 
-async def current_revision(connection: Connection) -> str | None:
-    cursor = await connection.execute("SELECT version_num FROM alembic_version")
-    row = await cursor.fetchone()
-    return None if row is None else str(row[0])
+@cache
+def _select_revision() -> Select[Any]:
+    return select(column("version_num")).select_from(table("alembic_version"))
+
+
+async def current_revision(session: Session) -> str | None:
+    """The schema's revision; raises heroes.db.SchemaMissing when never migrated."""
+    row = await session.fetch_one(_select_revision())
+    return None if row is None else str(row["version_num"])

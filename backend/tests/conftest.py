@@ -1,5 +1,6 @@
-"""Every API test runs on SQLite and on PostgreSQL, each test on an isolated database:
-a fresh SQLite file, or a PostgreSQL transaction that is rolled back afterwards."""
+"""Every API test runs on SQLite and on PostgreSQL, each test on an isolated database: a fresh
+copy of a migrated SQLite file, or the PostgreSQL test database emptied (TRUNCATE ... RESTART
+IDENTITY) before the test. The app runs as in production: its own pool, autocommit, timeouts."""
 
 from __future__ import annotations
 
@@ -17,7 +18,6 @@ from fastapi import FastAPI
 
 from heroes import migrate
 from heroes.config import Settings
-from heroes.db import Database
 from heroes.lifecycle import reset_draining
 from heroes.main import create_app
 
@@ -91,10 +91,37 @@ def migrated_url(
     """A database at head, migrated once per session (SQLite template, or the PG test database)."""
     if backend == "sqlite":
         url = f"sqlite:///{tmp_path_factory.mktemp('template') / 'heroes.db'}"
-    else:
-        url = create_database(request.getfixturevalue("pg_admin_url"), "heroes_test")
+        migrate.upgrade(make_settings(url))
+        return url
+    pg_url: str = request.getfixturevalue("pg_migrated_url")
+    return pg_url
+
+
+@pytest.fixture(scope="session")
+def pg_migrated_url(pg_admin_url: str) -> str:
+    url = create_database(pg_admin_url, "heroes_test")
     migrate.upgrade(make_settings(url))
     return url
+
+
+@pytest.fixture
+def pg_settings(pg_migrated_url: str) -> Settings:
+    """Settings for the emptied PostgreSQL test database, for tests of PostgreSQL alone."""
+    truncate_all(pg_migrated_url)
+    return make_settings(pg_migrated_url)
+
+
+def truncate_all(url: str) -> None:
+    """Empty every table but alembic's, and restart the id sequences."""
+    conninfo = url.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        tables = conn.execute(
+            "SELECT quote_ident(tablename) FROM pg_tables "
+            "WHERE schemaname = 'public' AND tablename <> 'alembic_version'"
+        ).fetchall()
+        if tables:
+            names = ", ".join(name for (name,) in tables)
+            conn.execute(f"TRUNCATE {names} RESTART IDENTITY CASCADE")
 
 
 @pytest.fixture
@@ -103,37 +130,25 @@ def settings(backend: str, migrated_url: str, tmp_path: Path) -> Settings:
         template = Path(migrated_url.removeprefix("sqlite:///"))
         shutil.copy(template, tmp_path / "heroes.db")
         return make_settings(f"sqlite:///{tmp_path / 'heroes.db'}")
+    truncate_all(migrated_url)
     return make_settings(migrated_url)
 
 
-class RolledBackConnection:
-    """Every request on one connection, inside a transaction the test rolls back at its end;
-    each request in a savepoint, so a failed statement does not poison the next request."""
-
-    def __init__(self, conn: psycopg.AsyncConnection[Any]) -> None:
-        self.conn = conn
-
-    @asynccontextmanager
-    async def connection(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
-        async with self.conn.transaction():
-            yield self.conn
+@asynccontextmanager
+async def running_app(settings: Settings) -> AsyncIterator[FastAPI]:
+    """The app with its lifespan entered: its own database pool, as in a worker."""
+    application = create_app(settings)
+    try:
+        async with application.router.lifespan_context(application):
+            yield application
+    finally:
+        reset_draining()
 
 
 @pytest.fixture
 async def app(settings: Settings) -> AsyncIterator[FastAPI]:
-    application = create_app(settings)
-    async with application.router.lifespan_context(application):
-        if settings.is_sqlite:
-            yield application
-        else:
-            conninfo = settings.database_url.replace("postgresql+psycopg://", "postgresql://")
-            conn = await psycopg.AsyncConnection.connect(conninfo, autocommit=True)
-            async with conn, conn.transaction(force_rollback=True):
-                db = application.state.db
-                application.state.db = Database(RolledBackConnection(conn), db.dialect)
-                yield application
-                application.state.db = db
-    reset_draining()
+    async with running_app(settings) as application:
+        yield application
 
 
 def asgi_client(app: FastAPI) -> httpx.AsyncClient:

@@ -21,7 +21,7 @@ from heroes.metrics import POOL_SAMPLE_SECONDS
 from .gunicorn_server import Gunicorn
 
 WORKERS = 3
-POOL_SIZE = 5  # SQLAlchemy's default pool: DB_POOL_SIZE applies to PostgreSQL only
+POOL_SIZE = 1  # SQLite: one connection per worker process (heroes.backends.sqlite)
 FOUND = 45  # GET /heroes/{id} of the hero created first: 200
 MISSING = 45  # GET /heroes/{id} of ids that do not exist: 404
 N = FOUND + MISSING

@@ -5,26 +5,31 @@ from __future__ import annotations
 
 import asyncio
 import platform
+from contextlib import AsyncExitStack
 from pathlib import Path
 
 import httpx
 import pytest
 import yaml
+from fastapi import FastAPI
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
-from sqlalchemy.dialects import sqlite
 
 from heroes import __version__, metrics
+from heroes.backends.postgres import PostgresDatabase
+from heroes.config import Settings
 from heroes.db import Database
 
-from .test_pool import fake_pool
+from .conftest import running_app
 
 pytestmark = pytest.mark.anyio
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-async def test_scrape_lists_every_family_with_its_type(client: httpx.AsyncClient) -> None:
+async def test_scrape_lists_every_family_with_its_type(
+    app: FastAPI, client: httpx.AsyncClient
+) -> None:
     await client.get("/heroes/")
     response = await client.get("/metrics")
     assert response.status_code == 200
@@ -38,6 +43,7 @@ async def test_scrape_lists_every_family_with_its_type(client: httpx.AsyncClient
         "heroes_db_pool_size": "gauge",
         "heroes_db_pool_checked_out": "gauge",
         "heroes_db_pool_overflow": "gauge",
+        "heroes_db_connections_opened": "gauge",
         "heroes_build_info": "gauge",
     }
     [build] = families["heroes_build_info"].samples
@@ -47,7 +53,8 @@ async def test_scrape_lists_every_family_with_its_type(client: httpx.AsyncClient
         f: families[f].samples[0].value
         for f in ("heroes_db_pool_size", "heroes_db_pool_checked_out")
     }
-    assert pool == {"heroes_db_pool_size": 5.0, "heroes_db_pool_checked_out": 0.0}
+    size = float(app.state.db.stats().size)
+    assert pool == {"heroes_db_pool_size": size, "heroes_db_pool_checked_out": 0.0}
 
 
 async def test_metrics_is_not_in_the_openapi_document(client: httpx.AsyncClient) -> None:
@@ -59,28 +66,41 @@ def pool_values() -> tuple[float | None, ...]:
     return tuple(REGISTRY.get_sample_value(name) for name in names)
 
 
-async def test_pool_gauges_show_checked_out_and_overflow() -> None:
-    db = Database(fake_pool(size=1, max_overflow=2), sqlite.dialect())
+async def settled(db: Database) -> Database:
+    """The database once its pool has opened its minimum (it does so in the background)."""
+    if isinstance(db, PostgresDatabase):
+        await db.pool.wait(timeout=10)
+    return db
+
+
+async def test_pool_gauges_show_connections_in_use(app: FastAPI) -> None:
+    db = await settled(app.state.db)
+    size = float(db.stats().size)
     metrics.sample_pool(db)
-    assert pool_values() == (1.0, 0.0, 0.0)
-    async with db.source.connection(), db.source.connection():
+    assert pool_values() == (size, 0.0, 0.0)
+    async with db.connection():
         metrics.sample_pool(db)
-        assert pool_values() == (1.0, 2.0, 1.0)  # the second connection is an overflow
+        assert pool_values() == (size, 1.0, 0.0)
 
 
-async def test_sampler_refreshes_the_gauges_between_scrapes() -> None:
-    db = Database(fake_pool(size=3, max_overflow=0), sqlite.dialect())
+@pytest.mark.postgres_only
+async def test_pool_gauges_count_connections_beyond_the_pool_size(pg_settings: Settings) -> None:
+    async with running_app(pg_settings) as app, AsyncExitStack() as stack:
+        db = await settled(app.state.db)
+        size = db.stats().size
+        for _ in range(size + 1):
+            await stack.enter_async_context(db.connection())
+        metrics.sample_pool(db)
+        assert pool_values() == (float(size), float(size + 1), 1.0)
+
+
+async def test_sampler_refreshes_the_gauges_between_scrapes(app: FastAPI) -> None:
+    db = app.state.db
     async with metrics.pool_sampler(db, interval=0.01):
-        assert pool_values() == (3.0, 0.0, 0.0)  # sampled on entry
-        async with db.source.connection():
+        assert pool_values()[1] == 0.0  # sampled on entry
+        async with db.connection():
             await asyncio.sleep(0.1)
-            assert pool_values() == (3.0, 1.0, 0.0)
-
-
-def test_connection_sources_other_than_the_pool_are_left_alone() -> None:
-    metrics.POOL_SIZE.set(7)
-    metrics.sample_pool(Database(object(), sqlite.dialect()))  # type: ignore[arg-type]
-    assert REGISTRY.get_sample_value("heroes_db_pool_size") == 7.0
+            assert pool_values()[1] == 1.0
 
 
 def test_multiprocess_render_reads_the_directory(
@@ -111,5 +131,5 @@ def test_multiprocess_mode_buffers_requests_until_the_next_sample(
     metrics.observe("GET", "/buffered", 200, 0.004)
     metrics.observe("GET", "/buffered", 200, 0.006)
     assert (REGISTRY.get_sample_value("heroes_http_requests_total", labels) or 0.0) == before
-    metrics.sample_pool(Database(object(), sqlite.dialect()))  # type: ignore[arg-type]
+    metrics.flush()
     assert REGISTRY.get_sample_value("heroes_http_requests_total", labels) == before + 2

@@ -6,13 +6,13 @@ import re
 from typing import Any
 
 import httpx
-import psycopg
 import pytest
 from fastapi import FastAPI
 from prometheus_client import REGISTRY
 from starlette.types import Message, Receive, Scope, Send
 
 from heroes import crud, metrics
+from heroes.db import ValueRejected
 from heroes.lifecycle import begin_draining
 from heroes.observability import RequestObservability
 
@@ -78,7 +78,7 @@ async def test_every_line_of_a_request_carries_its_id(
     client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     async def rejected(**_kwargs: object) -> None:
-        raise psycopg.errors.NumericValueOutOfRange("integer out of range")
+        raise ValueRejected("integer out of range")
 
     monkeypatch.setattr(crud, "create_hero", rejected)
     with capture_logs() as logs:

@@ -7,7 +7,7 @@ import asyncio
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from heroes.db import Database
+from heroes.db import DatabaseUnavailable, SchemaMissing, Session
 from heroes.lifecycle import is_draining
 from heroes.migrate import SchemaExpectation, current_revision
 
@@ -32,17 +32,15 @@ async def ready(request: Request) -> JSONResponse:
     """Ready to serve: the database answers within READY_TIMEOUT and its schema is at head."""
     if is_draining():
         return _unavailable("shutting down")
-    db: Database = request.app.state.db
     try:
         async with asyncio.timeout(request.app.state.settings.ready_timeout):
-            async with db.source.connection() as connection:
-                revision = await current_revision(connection)
+            revision = await current_revision(Session(request.app.state.db))
     except TimeoutError:
         return _unavailable("database did not answer in time")
-    except Exception as exc:
-        if "alembic_version" in str(exc):
-            return _unavailable("schema not migrated")
-        return _unavailable(f"database unreachable ({type(exc).__name__})")
+    except SchemaMissing:
+        return _unavailable("schema not migrated")
+    except DatabaseUnavailable as exc:
+        return _unavailable(f"database unavailable ({type(exc.__cause__ or exc).__name__})")
     schema: SchemaExpectation = request.app.state.schema
     if not schema.accepts(revision):
         return _unavailable(schema.describe(revision))

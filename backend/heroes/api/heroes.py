@@ -13,7 +13,7 @@ from fastapi import APIRouter, Query
 from fastapi.responses import Response
 
 from heroes import crud
-from heroes.db import SessionDep
+from heroes.api.deps import SessionDep
 from heroes.models import (
     INT32_MAX,
     INT64_MAX,

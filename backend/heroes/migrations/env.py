@@ -9,8 +9,8 @@ from sqlalchemy import Connection, create_engine, pool, text
 from sqlmodel import SQLModel
 
 from heroes import models  # noqa: F401  (registers the tables on SQLModel.metadata)
+from heroes.backends.postgres import connect_options
 from heroes.config import Settings, get_settings
-from heroes.db import postgres_connect_args
 from heroes.migrate import ADVISORY_LOCK_KEY
 
 config = context.config
@@ -33,7 +33,7 @@ def _run(connection: Connection) -> None:
 def run_online() -> None:
     url = settings.sync_url
     is_postgres = url.get_backend_name() == "postgresql"
-    connect_args = postgres_connect_args(settings, statement_timeout=False) if is_postgres else {}
+    connect_args = connect_options(settings, statement_timeout=False) if is_postgres else {}
     engine = create_engine(url, poolclass=pool.NullPool, connect_args=connect_args)
     with engine.connect() as connection:
         if is_postgres:

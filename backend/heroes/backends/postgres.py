@@ -1,0 +1,199 @@
+"""PostgreSQL through psycopg 3 and psycopg_pool's AsyncConnectionPool.
+
+The pool keeps DB_POOL_SIZE connections open and grows to DB_POOL_SIZE + DB_MAX_OVERFLOW under
+load; a connection above the minimum is closed only after DB_POOL_MAX_IDLE seconds unused, so a
+steady load opens no connection at all. Three settings decide how it behaves around outages:
+
+- the pool's ``check`` asks the kernel whether the server hung up on an idle connection (a
+  readable socket: PostgreSQL writes a FATAL message before it closes one) at no round trip; when
+  one has, every idle connection is swept with ``pool.check()`` at once, since they all died with
+  the same server, instead of failing one request each;
+- ``reconnect_timeout`` is short: psycopg_pool retries a failed connect with exponential back-off
+  (1 s, 2 s, 4 s...), which after a 10 s outage would leave the pool empty for seconds after the
+  server is back; giving up after RECONNECT_WINDOW makes the next request start a fresh attempt,
+  so the pool refills within about that window of the server's return;
+- ``timeout`` (DB_POOL_TIMEOUT) bounds how long a request waits for a connection, so during an
+  outage it answers 503 within that time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import select
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager, suppress
+from typing import Any, Self
+
+import psycopg
+from psycopg.rows import DictRow, dict_row
+from psycopg_pool import AsyncConnectionPool, PoolTimeout, TooManyRequests
+from sqlalchemy.dialects import postgresql
+
+from heroes.config import Settings
+from heroes.db import (
+    ConnectionLost,
+    Database,
+    DatabaseUnavailable,
+    Params,
+    PoolStats,
+    Row,
+    SchemaMissing,
+    ValueRejected,
+)
+
+Connection = psycopg.AsyncConnection[DictRow]
+
+#: Seconds psycopg_pool keeps retrying one failed connect before it gives up (see above).
+RECONNECT_WINDOW = 0.5
+#: SQLSTATE classes that mean "not now": connection exception, insufficient resources, operator
+#: intervention (admin shutdown, crash recovery, statement timeout = 57014 query_canceled).
+UNAVAILABLE_CLASSES = frozenset({"08", "53", "57"})
+
+
+def connect_options(settings: Settings, *, statement_timeout: bool = True) -> dict[str, Any]:
+    """libpq parameters shared by the API's pool, ``heroes check`` and the migration runner."""
+    options: dict[str, Any] = {
+        "connect_timeout": settings.db_connect_timeout,
+        "application_name": "heroes",
+    }
+    if statement_timeout and settings.db_statement_timeout_ms:
+        options["options"] = f"-c statement_timeout={settings.db_statement_timeout_ms}"
+    return options
+
+
+def conninfo(settings: Settings) -> str:
+    url = settings.sync_url
+    return psycopg.conninfo.make_conninfo(
+        "",
+        host=url.host,
+        port=url.port,
+        user=url.username,
+        password=url.password,
+        dbname=url.database,
+        **{key: str(value) for key, value in url.query.items()},
+        **connect_options(settings),
+    )
+
+
+def _bounded_connection_class(seconds: float) -> type[Connection]:
+    class BoundedConnection(psycopg.AsyncConnection[DictRow]):
+        """libpq's connect_timeout does not cover resolving the host name, which stalls for
+        seconds under Docker's DNS when the database container is gone: bound the whole connect."""
+
+        @classmethod
+        async def connect(cls, conninfo: str = "", **kwargs: Any) -> Self:
+            async with asyncio.timeout(seconds):
+                return await super().connect(conninfo, **kwargs)
+
+    return BoundedConnection
+
+
+def _server_hung_up(conn: Connection) -> bool:
+    """Whether the server closed this idle connection: it has nothing to say to an idle client
+    unless it is saying goodbye, so a readable socket means the connection is gone."""
+    if conn.closed:
+        return True
+    try:
+        readable, _, _ = select.select([conn.pgconn.socket], [], [], 0)
+    except (psycopg.OperationalError, OSError, ValueError):
+        return True
+    return bool(readable)
+
+
+def _classify(conn: Connection, exc: psycopg.Error) -> Exception:
+    if conn.broken or conn.closed:
+        return ConnectionLost(f"database connection lost: {exc}")
+    if isinstance(exc, psycopg.errors.UndefinedTable):
+        return SchemaMissing(str(exc))
+    if (exc.sqlstate or "")[:2] in UNAVAILABLE_CLASSES:
+        return DatabaseUnavailable(str(exc))
+    if isinstance(exc, psycopg.DataError | psycopg.IntegrityError):
+        return ValueRejected(str(exc))
+    return exc
+
+
+class PostgresDatabase(Database):
+    def __init__(self, settings: Settings) -> None:
+        super().__init__()
+        self.dialect = postgresql.psycopg.dialect()  # type: ignore[no-untyped-call]
+        self._sweep: asyncio.Task[None] | None = None
+        self._in_use = 0  # the pool counts connections being opened as in use too
+        self.pool: AsyncConnectionPool[Connection] = AsyncConnectionPool(
+            conninfo(settings),
+            connection_class=_bounded_connection_class(settings.db_connect_timeout),
+            kwargs={"autocommit": True, "row_factory": dict_row},
+            min_size=settings.db_pool_size,
+            max_size=settings.db_pool_size + settings.db_max_overflow,
+            max_idle=settings.db_pool_max_idle,
+            timeout=settings.db_pool_timeout,
+            reconnect_timeout=RECONNECT_WINDOW,
+            check=self._check if settings.db_pool_pre_ping else None,
+            name="heroes",
+            open=False,
+        )
+
+    async def open(self) -> None:
+        # Not waiting: a database that is down at start-up must not keep the API from starting
+        # (liveness stays up, readiness says why).
+        await self.pool.open(wait=False)
+
+    async def close(self) -> None:
+        if self._sweep is not None:
+            self._sweep.cancel()
+        await self.pool.close(timeout=2.0)
+
+    async def _check(self, conn: Connection) -> None:
+        if not _server_hung_up(conn):
+            return
+        await conn.close()  # so the pool discards it and opens a replacement
+        await self.sweep()
+        raise ConnectionLost("the database closed an idle connection")
+
+    async def sweep(self) -> None:
+        """Test every idle connection now (one sweep at a time, shared by all who ask)."""
+        if self._sweep is None or self._sweep.done():
+            self._sweep = asyncio.get_running_loop().create_task(self.pool.check())
+        with suppress(Exception):
+            await asyncio.shield(self._sweep)
+
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[Connection]:
+        try:
+            conn = await self.pool.getconn()
+        except (PoolTimeout, TooManyRequests) as exc:
+            raise DatabaseUnavailable(
+                f"no database connection within {self.pool.timeout}s"
+            ) from exc
+        self._in_use += 1
+        try:
+            yield conn
+        finally:
+            self._in_use -= 1
+            await self.pool.putconn(conn)
+
+    @asynccontextmanager
+    async def transaction(self, conn: Connection) -> AsyncIterator[None]:
+        try:
+            async with conn.transaction():
+                yield
+        except psycopg.Error as exc:
+            raise _classify(conn, exc) from exc
+
+    async def run(self, conn: Connection, sql: str, params: Params, *, rows: bool) -> Sequence[Row]:
+        try:
+            cursor = await conn.execute(sql, params)
+            if rows:
+                return await cursor.fetchall()
+            return ()
+        except psycopg.Error as exc:
+            raise _classify(conn, exc) from exc
+
+    def stats(self) -> PoolStats:
+        stats = self.pool.get_stats()
+        return PoolStats(
+            size=stats["pool_min"],
+            max_size=stats["pool_max"],
+            open=stats["pool_size"],
+            in_use=self._in_use,
+            opened_total=stats.get("connections_num", 0),
+        )
