@@ -66,6 +66,10 @@ class PostgresServer:
             "--no-sync",
             "--no-instructions",
         )
+        self.resume()
+
+    def resume(self) -> None:
+        """Start the server on its data directory and port (again, after pause())."""
         options = (
             f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off "
             "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
@@ -83,6 +87,10 @@ class PostgresServer:
             "60",
             "start",
         )
+
+    def pause(self) -> None:
+        """Stop the server as an operator would (fast shutdown: sessions are terminated)."""
+        self._run("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "stop")
 
     def stop(self) -> None:
         try:
