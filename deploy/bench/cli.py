@@ -9,6 +9,7 @@ all apps alike, so the ratios stay meaningful where back-to-back runs were not.
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib.util
 import json
 import os
@@ -53,7 +54,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--quick",
         action="store_true",
-        help="CI smoke run: 3 s per scenario in 1 round, 1 s warm-up; never touches README.md",
+        help="CI smoke run: 3 s per scenario in 1 round, 1 s warm-up; never writes the table",
     )
     parser.add_argument(
         "--duration", type=float, help="measured seconds per app and scenario (default 12, quick 3)"
@@ -92,7 +93,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="which raw implementation(s) to serve as the ceiling (default: both, quick: async)",
     )
     parser.add_argument("--workdir", type=Path, help="scratch directory (default: a new temp dir)")
-    parser.add_argument("--readme", type=Path, default=apps.REPO / "README.md")
+    parser.add_argument(
+        "--readme",
+        type=Path,
+        default=apps.REPO / "docs" / "performance.md",
+        help="the page whose bench markers receive the table (default docs/performance.md)",
+    )
     parser.add_argument(
         "--fallback-output",
         type=Path,
@@ -184,6 +190,10 @@ def build_specs(
     return specs
 
 
+def database_name(spec: apps.AppSpec) -> str:
+    return f"bench_{spec.key.replace('-', '_')}"
+
+
 class Running:
     """One app under test, started and checked, waiting for load."""
 
@@ -191,6 +201,7 @@ class Running:
         self.spec = spec
         self.server = server
         self.workers = server.workers()
+        self.dbname = database_name(spec)
 
     def check_workers(self, scenario: str) -> None:
         if self.server.workers() != self.workers:
@@ -206,7 +217,7 @@ def start_app(
     started: list[Running],
 ) -> None:
     """Fresh database, the app's schema, the seed, gunicorn up, the wire contract checked."""
-    dbname = f"bench_{spec.key.replace('-', '_')}"
+    dbname = database_name(spec)
     _log(f"{spec.title}: fresh database {dbname}, schema, {args.seeded:,} heroes, gunicorn")
     cluster.recreate_database(dbname)
     for command in spec.schema_commands:
@@ -261,6 +272,7 @@ def run_scenarios(
                     secrets.token_hex(4),
                     totals[app.spec.key],
                     (profiler, f"{app.spec.key}-{scenario.key}-r{round_no}") if profiler else None,
+                    functools.partial(cluster.sessions, app.dbname),
                 )
                 app.check_workers(scenario.key)
         for app in running:
@@ -268,7 +280,8 @@ def run_scenarios(
             _log(
                 f"  {app.spec.key:14} {m.wrk.rps:8,.0f} req/s  p50 {m.wrk.p50_ms:7.1f} ms  "
                 f"p99 {m.wrk.p99_ms:7.1f} ms  errors {m.wrk.errors}  "
-                f"CPU {m.app_cpu_ms_per_req:.2f} ms/req"
+                f"CPU {m.app_cpu_ms_per_req:.2f} ms/req  "
+                f"new PG connections {m.new_connections}"
             )
             results.append(m)
     return results

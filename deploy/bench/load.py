@@ -5,6 +5,7 @@ from __future__ import annotations
 import bisect
 import json
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -116,6 +117,8 @@ class Measurement:
     app_cpu_ms_per_req: float  # gunicorn workers' CPU time / requests
     db_cpu_ms_per_req: float  # PostgreSQL's CPU time / requests
     rss_mib: list[float]  # per worker, after the scenario
+    new_connections: int = 0  # PostgreSQL connections the app opened while measured
+    measured_s: float = 0.0
 
 
 @dataclass
@@ -125,6 +128,8 @@ class Accumulator:
     runs: list[WrkRun] = field(default_factory=list)
     app_cpu_s: float = 0.0
     db_cpu_s: float = 0.0
+    new_connections: int = 0
+    measured_s: float = 0.0
 
     def measurement(self, app: str, scenario: str, workers: list[int]) -> Measurement:
         result = WrkResult.merge(self.runs)
@@ -136,6 +141,8 @@ class Accumulator:
             app_cpu_ms_per_req=self.app_cpu_s * 1e3 / requests,
             db_cpu_ms_per_req=self.db_cpu_s * 1e3 / requests,
             rss_mib=[rss_kib(pid) / 1024 for pid in workers],
+            new_connections=self.new_connections,
+            measured_s=self.measured_s,
         )
 
 
@@ -217,8 +224,11 @@ def measure_round(
     nonce: str,
     into: Accumulator,
     profile: tuple[Profiler, str] | None = None,
+    sessions: Callable[[], int] | None = None,
 ) -> None:
-    """One measured wrk run against one app; its CPU time and PostgreSQL's go into ``into``."""
+    """One measured wrk run against one app; its CPU time and PostgreSQL's, and the connections
+    it opened (``sessions()``: the app database's connection count), go into ``into``."""
+    opened = sessions() if sessions else 0
     app_cpu = sum(cpu_seconds(pid) for pid in workers)
     db_cpu = tree_cpu_seconds(postmaster)
     spies = []
@@ -230,5 +240,8 @@ def measure_round(
     # that started and ended in the window (the tutorial's overflow connections).
     into.app_cpu_s += sum(cpu_seconds(pid) for pid in workers) - app_cpu
     into.db_cpu_s += tree_cpu_seconds(postmaster) - db_cpu
+    into.measured_s += settings.round_seconds
+    if sessions:
+        into.new_connections += sessions() - opened
     for spy in spies:
         spy.wait(timeout=settings.round_seconds + 30)

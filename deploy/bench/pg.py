@@ -132,6 +132,15 @@ class PostgresCluster:
             row = conn.execute("SHOW server_version").fetchone()
         return str(row[0]) if row else "?"
 
+    def sessions(self, dbname: str) -> int:
+        """Connections ever established to ``dbname`` (pg_stat_database.sessions, PostgreSQL 14+);
+        asked from the ``postgres`` database, so the asking is not counted."""
+        with psycopg.connect(self.url("postgres")) as conn:
+            row = conn.execute(
+                "SELECT sessions FROM pg_stat_database WHERE datname = %s", (dbname,)
+            ).fetchone()
+        return int(row[0]) if row else 0
+
     def recreate_database(self, name: str) -> None:
         with psycopg.connect(self.url("postgres"), autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
