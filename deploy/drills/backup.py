@@ -152,8 +152,17 @@ def _scheduled(ctx: Context, workdir: Path, result: DrillResult) -> None:
     stack = ctx.stack
     target = workdir / "scheduled"
     target.mkdir()
-    os.chown(target, 999, 999)  # the service runs as the postgres image's user (HEROES_BACKUP_USER)
-    env = {"HEROES_BACKUP_DIR": str(target), "HEROES_BACKUP_HEALTH_INTERVAL": "1s", **SCHEDULE}
+    # The service's default user is the image's postgres (999), which must own the directory; a
+    # non-root CI runner cannot chown, so there the service runs as the runner's uid instead.
+    if os.geteuid() == 0:
+        os.chown(target, 999, 999)
+        user = "999:999"
+    else:
+        user = f"{os.getuid()}:{os.getgid()}"
+    env = {
+        "HEROES_BACKUP_DIR": str(target), "HEROES_BACKUP_USER": user,
+        "HEROES_BACKUP_HEALTH_INTERVAL": "1s", **SCHEDULE,
+    }  # fmt: skip
     profile = [*stack.compose_cmd("--profile", "backup")]
     since = time.time()
     rc, _, err = _run(
@@ -196,10 +205,20 @@ def _scheduled(ctx: Context, workdir: Path, result: DrillResult) -> None:
     result.expect(all(ln.startswith("{") for ln in lines), f"non-JSON log lines: {lines[:3]}")
 
     # A failing run must show: the directory turns unwritable, then writable again.
-    os.chown(target, 0, 0)
+    # The posture of the other services: read-only, no capabilities, no new privileges, limits.
+    host = stack.inspect(cid)["HostConfig"]
+    posture = (
+        stack.inspect(cid)["Config"]["User"], host["ReadonlyRootfs"], host["CapDrop"],
+        host["SecurityOpt"], host["Memory"] > 0, host["PidsLimit"],
+    )  # fmt: skip
+    want = (user, True, ["ALL"], ["no-new-privileges:true"], True, 64)
+    result.expect(posture == want, f"backup service posture {posture}, want {want}")
+
+    # A failing run must show: the directory turns unwritable (for its owner), then writable.
+    target.chmod(0o500)
     failed_after = wait_for(lambda: health() == "unhealthy", timeout=15)
     failures = [e for e in events() if e["status"] == "failed"]
-    os.chown(target, 999, 999)
+    target.chmod(0o700)
     healthy_after = wait_for(lambda: health() == "healthy", timeout=15)
     result.expect(failed_after is not None, "the service stayed healthy after a failed run")
     result.expect(bool(failures), "no JSON line with status failed for the failed run")

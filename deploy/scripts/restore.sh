@@ -8,7 +8,8 @@
 #  2. stops the api service (and the scheduled backup, if it runs) so nothing writes meanwhile;
 #  3. pg_restore --clean --if-exists --no-owner in one transaction, then every id sequence is set
 #     above the largest restored id; 4. the migrate one-shot brings the schema to alembic head;
-#  5. starts what it stopped and waits for readiness (`up -d --wait`: the api's healthcheck is
+#  5. starts what it stopped and waits for readiness (`up -d --wait --no-deps`: the schema is
+#     already migrated; the api's healthcheck is
 #     /health/ready). On a failure after step 2, the services are started again all the same.
 #
 # Like backup.sh it honours COMPOSE_PROJECT_NAME / COMPOSE_FILE as `docker compose` does, runs
@@ -74,7 +75,7 @@ restart() {
   local rc=$?
   trap - EXIT
   say "starting ${stop[*]} and waiting for readiness"
-  "${compose[@]}" up -d --wait --wait-timeout 180 "${stop[@]}" || rc=$?
+  "${compose[@]}" up -d --wait --wait-timeout 180 --no-deps "${stop[@]}" || rc=$?
   exit "$rc"
 }
 trap restart EXIT
@@ -90,6 +91,6 @@ say "migrating the schema to alembic head (migrate one-shot)"
 trap - EXIT
 say "starting ${stop[*]} and waiting for readiness"
 t=$(now)
-"${compose[@]}" up -d --wait --wait-timeout 180 "${stop[@]}"
+"${compose[@]}" up -d --wait --wait-timeout 180 --no-deps "${stop[@]}"
 say "done: $name restored in ${restore_s}s, ${stop[*]} ready $(since "$t")s later;" \
   "$(since "$started")s in all"

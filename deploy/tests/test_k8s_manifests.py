@@ -583,6 +583,7 @@ def test_backup_cronjob_runs_the_compose_backup_script_into_a_claim(
     script = volumes[mounts["/opt/heroes-backup"]["name"]]["configMap"]["name"]
     config_map = one(objs, "ConfigMap", script)
     assert config_map["data"] == {"pg-backup.sh": BACKUP_SCRIPT.read_text()}
+    # docs/backups.md's restore procedure patches command[2] ("once") into "restore FILE".
     assert backup["command"] == ["bash", "/opt/heroes-backup/pg-backup.sh", "once"]
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]["backup"]
     assert (
