@@ -60,6 +60,12 @@ log_json() {  # log_json LEVEL MSG [key raw-json-value]...
   printf '%s}\n' "$line" >&2
 }
 
+trim() {  # like the application's str.strip() of a *_FILE's content
+  local s=$1
+  s=${s#"${s%%[![:space:]]*}"}
+  printf '%s' "${s%"${s##*[![:space:]]}"}"
+}
+
 connect() {  # sets $DB_URL (libpq URI, no password) and PGPASSFILE; once per process
   [ -n "${DB_URL:-}" ] && return 0
   local url=${DATABASE_URL:-}
@@ -67,7 +73,7 @@ connect() {  # sets $DB_URL (libpq URI, no password) and PGPASSFILE; once per pr
     url=$(<"$DATABASE_URL_FILE")
   fi
   [ -n "$url" ] || die "set DATABASE_URL or DATABASE_URL_FILE (postgresql://user@host:5432/db)"
-  url=${url%%[[:space:]]}
+  url=$(trim "$url")
   # SQLAlchemy's driver suffix (postgresql+psycopg://) is not libpq's.
   case $url in
     postgresql+*://* | postgres+*://*) url=postgresql://${url#*://} ;;
@@ -82,8 +88,7 @@ connect() {  # sets $DB_URL (libpq URI, no password) and PGPASSFILE; once per pr
   DB_URL=$url
   if [ -n "${DATABASE_PASSWORD_FILE:-}" ]; then
     local password
-    password=$(<"$DATABASE_PASSWORD_FILE")
-    password=${password%%[[:space:]]}
+    password=$(trim "$(<"$DATABASE_PASSWORD_FILE")")
     password=${password//\\/\\\\}
     password=${password//:/\\:}
     PGPASSFILE=$(mktemp /tmp/pgpass.XXXXXX)
