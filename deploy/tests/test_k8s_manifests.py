@@ -21,13 +21,16 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 OVERLAYS = ("staging", "production")
-WORKLOADS = ("Deployment", "StatefulSet", "Job")
+WORKLOADS = ("Deployment", "StatefulSet", "Job", "CronJob")
 RESTRICTED_NAMESPACE_LABEL = "pod-security.kubernetes.io/enforce"
 # PostgreSQL's default max_connections (100) less superuser_reserved_connections (3).
 DB_CONNECTION_CAP = 97
 # `heroes migrate` holds one connection (NullPool; the advisory lock sits on it), plus one for an
 # operator's `heroes check` during the release.
 MIGRATION_CONNECTIONS = 2
+# pg_dump of the backup CronJob (no --jobs: one connection).
+BACKUP_CONNECTIONS = 1
+BACKUP_SCRIPT = ROOT / "deploy/k8s/base/backup/pg-backup.sh"
 
 Obj = dict[str, Any]
 
@@ -64,8 +67,18 @@ def one(objs: list[Obj], kind: str, name: str | None = None) -> Obj:
     return found[0]
 
 
+def pod_template(workload: Obj) -> Obj:
+    spec = (
+        workload["spec"]["jobTemplate"]["spec"]
+        if workload["kind"] == "CronJob"
+        else workload["spec"]
+    )
+    template: Obj = spec["template"]
+    return template
+
+
 def pod_spec(workload: Obj) -> Obj:
-    spec: Obj = workload["spec"]["template"]["spec"]
+    spec: Obj = pod_template(workload)["spec"]
     return spec
 
 
@@ -81,8 +94,17 @@ def all_containers(objs: list[Obj]) -> Iterator[tuple[Obj, Obj]]:
                 yield workload, c
 
 
+def settings_map(objs: list[Obj]) -> Obj:
+    """The application's ConfigMap (heroes-config-<hash>), not the backup script's."""
+    found = [
+        o for o in of_kind(objs, "ConfigMap") if o["metadata"]["name"].startswith("heroes-config-")
+    ]
+    assert len(found) == 1, f"expected one heroes-config ConfigMap, found {len(found)}"
+    return found[0]
+
+
 def config(objs: list[Obj]) -> dict[str, str]:
-    data: dict[str, str] = one(objs, "ConfigMap")["data"]
+    data: dict[str, str] = settings_map(objs)["data"]
     return data
 
 
@@ -109,14 +131,12 @@ def labels_match(selector: Obj, labels: dict[str, str]) -> bool:
 
 
 def pod_labels(objs: list[Obj]) -> dict[str, dict[str, str]]:
-    """Pod template labels keyed by app.kubernetes.io/component (api, migration, database)."""
-    return {
-        w["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/component"]: w["spec"][
-            "template"
-        ]["metadata"]["labels"]
-        for kind in WORKLOADS
-        for w in of_kind(objs, kind)
-    }
+    """Pod template labels keyed by app.kubernetes.io/component (api, migration, backup,
+    database)."""
+    labels = [
+        pod_template(w)["metadata"]["labels"] for kind in WORKLOADS for w in of_kind(objs, kind)
+    ]
+    return {pod["app.kubernetes.io/component"]: pod for pod in labels}
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -132,6 +152,8 @@ def test_overlay_renders_every_object_into_one_restricted_namespace(
         "Deployment",
         "Service",
         "Job",
+        "CronJob",
+        "PersistentVolumeClaim",
         "HorizontalPodAutoscaler",
         "PodDisruptionBudget",
         "NetworkPolicy",
@@ -287,7 +309,7 @@ def test_secrets_arrive_as_files_from_the_heroes_secret(
     }
     for var, key in expected.items():
         assert env[var] == f"/run/secrets/heroes/{key}"
-    assert c["envFrom"] == [{"configMapRef": {"name": one(objs, "ConfigMap")["metadata"]["name"]}}]
+    assert c["envFrom"] == [{"configMapRef": {"name": settings_map(objs)["metadata"]["name"]}}]
 
 
 def test_production_ships_no_secret_values(rendered: dict[str, list[Obj]]) -> None:
@@ -420,7 +442,7 @@ def test_connection_budget_fits_postgres_max_connections(
     # At the HPA maximum, a rollout adds `surge` new pods while a replaced pod may still be
     # draining (holding its pool) for up to its grace period.
     peak_pods = one(objs, "HorizontalPodAutoscaler")["spec"]["maxReplicas"] + surge + 1
-    assert per_pod * peak_pods + MIGRATION_CONNECTIONS <= DB_CONNECTION_CAP
+    assert per_pod * peak_pods + MIGRATION_CONNECTIONS + BACKUP_CONNECTIONS <= DB_CONNECTION_CAP
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -455,19 +477,19 @@ def test_network_policies_deny_by_default_and_open_only_the_api_and_database(
             if labels_match(spec["podSelector"], pods["api"]):
                 assert ports == {("TCP", "http")}, name
             else:
-                # Only the database accepts anything else, and only from the API and the Job.
+                # Only the database accepts anything else: from the API, migration and backup.
                 assert labels_match(spec["podSelector"], pods["database"]), name
                 assert ports == {("TCP", "postgres")}, name
                 peers = [peer["podSelector"] for peer in rule["from"]]
                 allowed = {
                     c for c, labels in pods.items() if any(labels_match(s, labels) for s in peers)
                 }
-                assert allowed == {"api", "migration"}, name
+                assert allowed == {"api", "migration", "backup"}, name
         for rule in spec.get("egress", []):
             ports = {(p["protocol"], p["port"]) for p in rule["ports"]}
             assert ports <= {("TCP", 5432), ("UDP", 53), ("TCP", 53)}, name
             reaches = {c for c, labels in pods.items() if labels_match(spec["podSelector"], labels)}
-            assert reaches == {"api", "migration"}, name
+            assert reaches == {"api", "migration", "backup"}, name
     egress_ports = {
         (p["protocol"], p["port"])
         for spec in policies.values()
@@ -535,3 +557,59 @@ def test_rollback_skips_the_migration(tmp_path: Path) -> None:
     assert code == 0
     assert [c for c in calls if "job" in c] == []
     assert calls[-1] == "-n heroes-production rollout status deployment/heroes --timeout=600s"
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_backup_cronjob_runs_the_compose_backup_script_into_a_claim(
+    rendered: dict[str, list[Obj]], overlay: str
+) -> None:
+    objs = rendered[overlay]
+    cron = one(objs, "CronJob", "heroes-backup")
+    spec = cron["spec"]
+    # Never two runs at once (ReadWriteOnce claim, one pg_dump connection budgeted); UTC times.
+    assert spec["concurrencyPolicy"] == "Forbid"
+    assert spec["timeZone"] == "Etc/UTC"
+    assert len(spec["schedule"].split()) == 5
+    assert spec["successfulJobsHistoryLimit"] >= 1
+    assert spec["failedJobsHistoryLimit"] >= 1
+    job = spec["jobTemplate"]["spec"]
+    assert 0 <= job["backoffLimit"] <= 3
+    assert job["activeDeadlineSeconds"] > 0
+    assert pod_spec(cron)["restartPolicy"] == "Never"
+    backup = container(cron, "backup")
+    volumes = {v["name"]: v for v in pod_spec(cron)["volumes"]}
+    mounts = {m["mountPath"]: m for m in backup["volumeMounts"]}
+    # The script is the one file the compose `backup` service mounts (no second copy).
+    script = volumes[mounts["/opt/heroes-backup"]["name"]]["configMap"]["name"]
+    config_map = one(objs, "ConfigMap", script)
+    assert config_map["data"] == {"pg-backup.sh": BACKUP_SCRIPT.read_text()}
+    # docs/backups.md's restore procedure patches command[2] ("once") into "restore FILE".
+    assert backup["command"] == ["bash", "/opt/heroes-backup/pg-backup.sh", "once"]
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]["backup"]
+    assert (
+        "./deploy/k8s/base/backup/pg-backup.sh:/usr/local/bin/heroes-backup:ro"
+        in compose["volumes"]
+    )
+    assert compose["image"] == "${POSTGRES_IMAGE:-postgres:17}"
+    # Archives go to a claim of this overlay; retention is set.
+    claim = volumes[mounts["/backups"]["name"]]["persistentVolumeClaim"]["claimName"]
+    pvc = one(objs, "PersistentVolumeClaim", claim)
+    assert pvc["spec"]["accessModes"] == ["ReadWriteOnce"]
+    env = {e["name"]: e.get("value") for e in backup["env"]}
+    assert int(env["HEROES_BACKUP_KEEP"]) >= 2
+    # Secrets only as files from heroes-secrets, never in the environment.
+    assert env["DATABASE_URL_FILE"] == "/run/secrets/heroes/database-url"
+    assert env["DATABASE_PASSWORD_FILE"] == "/run/secrets/heroes/database-password"
+    assert not {"DATABASE_URL", "DATABASE_PASSWORD", "PGPASSWORD"} & env.keys()
+    secret = volumes[mounts["/run/secrets/heroes"]["name"]]["secret"]
+    assert mounts["/run/secrets/heroes"]["readOnly"] is True
+    assert secret["secretName"].startswith("heroes-secrets")
+    assert {i["key"] for i in secret["items"]} == {"database-url", "database-password"}
+    # pg_dump's major version is the server's: the staging database runs the same image.
+    if overlay == "staging":
+        database = container(one(objs, "StatefulSet", "heroes-postgres"), "postgres")
+        assert backup["image"] == database["image"]
+    # The postgres image's user owns the archives (fsGroup: the claim is writable by it).
+    pod = pod_spec(cron)["securityContext"]
+    assert (pod["runAsUser"], pod["fsGroup"]) == (999, 999)
+    assert volumes[mounts["/tmp"]["name"]]["emptyDir"]["medium"] == "Memory"
