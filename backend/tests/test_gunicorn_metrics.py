@@ -21,7 +21,7 @@ from heroes.metrics import POOL_SAMPLE_SECONDS
 from .gunicorn_server import Gunicorn
 
 WORKERS = 3
-POOL_SIZE = 5  # SQLAlchemy's default pool: DB_POOL_SIZE applies to PostgreSQL only
+POOL_SIZE = 5  # DB_POOL_SIZE's default: each worker's pool reports its configured size
 FOUND = 45  # GET /heroes/{id} of the hero created first: 200
 MISSING = 45  # GET /heroes/{id} of ids that do not exist: 404
 N = FOUND + MISSING
@@ -230,3 +230,42 @@ def test_unhandled_error_under_gunicorn_is_one_line_with_traceback_and_id(
         if line["logger"] == "heroes.access"
     ]
     assert statuses == [("boom-1", 500), ("after-1", 200)]
+
+
+def test_without_a_multiprocess_dir_the_master_makes_a_private_one(tmp_path: Path) -> None:
+    """`gunicorn -c deploy/gunicorn.conf.py` from a checkout (no PROMETHEUS_MULTIPROC_DIR):
+    the counters of both workers still add up to exactly the requests sent."""
+    workers, sent = 2, 60
+    server = Gunicorn(tmp_path, workers=workers)
+    del server.env["PROMETHEUS_MULTIPROC_DIR"]
+    server.migrate()
+    server.start()
+    try:
+        deadline = time.monotonic() + 60
+        while _total(_scrape(server.url)["heroes_db_pool_size"]) < workers * POOL_SIZE:
+            assert time.monotonic() < deadline, "not every worker started"
+            time.sleep(0.1)
+        ids = [f"private-{i}" for i in range(sent)]
+        with ThreadPoolExecutor(CONCURRENCY) as pool:
+            statuses = Counter(
+                status for status, _ in pool.map(_get, [f"{server.url}/heroes/1"] * sent, ids)
+            )
+        deadline = time.monotonic() + 3 * POOL_SAMPLE_SECONDS + 5
+        counted = 0.0
+        while time.monotonic() < deadline:
+            counted = _total(
+                _scrape(server.url)["heroes_http_requests_total"], route="/heroes/{hero_id}"
+            )
+            if counted >= sent:
+                break
+            time.sleep(0.2)
+    finally:
+        assert server.stop() == 0
+    assert statuses == {404: sent}
+    assert counted == sent  # not one worker's share
+    pids = {line["pid"] for line in server.log_lines() if line.get("request_id") in set(ids)}
+    assert len(pids) == workers
+    [announced] = [line["msg"] for line in server.log_lines() if "multiprocess" in line["msg"]]
+    directory = Path(re.search(r"directory (\S+)", announced)[1])  # type: ignore[index]
+    assert directory.name.startswith("heroes-metrics-")
+    assert not directory.exists()  # removed by the master on exit
