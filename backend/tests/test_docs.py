@@ -86,5 +86,5 @@ def test_a_missing_asset_fails_at_start_up_not_as_a_blank_page(
     for name in docs.ASSETS[1:]:
         (tmp_path / name).write_text("x")
     monkeypatch.setattr(docs, "asset_dir", lambda: tmp_path)
-    with pytest.raises(RuntimeError, match="swagger-ui-bundle.js"):
+    with pytest.raises(RuntimeError, match=r"swagger-ui-bundle\.js"):
         create_app(settings())
