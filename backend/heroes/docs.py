@@ -3,11 +3,16 @@
 FastAPI's own pages load their JavaScript and CSS from a CDN, a favicon from fastapi.tiangolo.com
 and (ReDoc) Google Fonts: blank pages where the network is closed. Here every asset comes from
 the hash-locked ``fastapi-offline`` package (Swagger UI from swagger-ui-dist, ReDoc's standalone
-bundle, a favicon), served under ``/docs/static/`` from the installed package's files.
+bundle, a favicon), served under ``/docs/static/`` from the installed package's files, and
+a Content-Security-Policy tells the browser to load nothing from anywhere else (ReDoc's bundle
+would fetch the Redocly logo from cdn.redoc.ly; the policy stops it, the logo hides itself).
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import re
 from importlib.resources import files
 from pathlib import Path
 
@@ -30,6 +35,30 @@ SWAGGER_UI_PARAMETERS = {
 }
 
 
+INLINE_SCRIPT = re.compile(r"<script>(.*?)</script>", re.DOTALL)
+
+
+def content_security_policy(html: str) -> str:
+    """Everything from this origin only; the page's inline script by its hash. Both UIs inject
+    styles, ReDoc runs its search in a worker built from a blob, both draw icons as data: URLs
+    (deploy/scripts/browser-test.sh fails on any violation but a foreign image's)."""
+    hashes = "".join(
+        f" 'sha256-{base64.b64encode(hashlib.sha256(script.encode()).digest()).decode()}'"
+        for script in INLINE_SCRIPT.findall(html)
+    )
+    return (
+        f"default-src 'self'; script-src 'self'{hashes}; "
+        "style-src 'self' 'unsafe-inline'; img-src 'self' data:; font-src 'self' data:; "
+        "worker-src 'self' blob:; connect-src 'self'; frame-ancestors 'self'; base-uri 'none'; "
+        "form-action 'self'"
+    )
+
+
+def _with_policy(page: HTMLResponse) -> HTMLResponse:
+    page.headers["Content-Security-Policy"] = content_security_policy(bytes(page.body).decode())
+    return page
+
+
 def asset_dir() -> Path:
     return Path(str(files(ASSETS_PACKAGE) / "static"))
 
@@ -44,7 +73,7 @@ def add_docs(app: FastAPI, openapi_url: str) -> None:
 
     async def swagger_ui(request: Request) -> HTMLResponse:
         root = request.scope.get("root_path", "")
-        return get_swagger_ui_html(
+        page = get_swagger_ui_html(
             openapi_url=root + openapi_url,
             title=f"{title} - Swagger UI",
             swagger_js_url=f"{root}{STATIC_PREFIX}/swagger-ui-bundle.js",
@@ -52,16 +81,18 @@ def add_docs(app: FastAPI, openapi_url: str) -> None:
             swagger_favicon_url=f"{root}{STATIC_PREFIX}/favicon.png",
             swagger_ui_parameters=SWAGGER_UI_PARAMETERS,
         )
+        return _with_policy(page)
 
     async def redoc(request: Request) -> HTMLResponse:
         root = request.scope.get("root_path", "")
-        return get_redoc_html(
+        page = get_redoc_html(
             openapi_url=root + openapi_url,
             title=f"{title} - ReDoc",
             redoc_js_url=f"{root}{STATIC_PREFIX}/redoc.standalone.js",
             redoc_favicon_url=f"{root}{STATIC_PREFIX}/favicon.png",
             with_google_fonts=False,
         )
+        return _with_policy(page)
 
     async def asset(request: Request) -> Response:
         name = request.path_params["name"]

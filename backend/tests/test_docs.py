@@ -88,3 +88,21 @@ def test_a_missing_asset_fails_at_start_up_not_as_a_blank_page(
     monkeypatch.setattr(docs, "asset_dir", lambda: tmp_path)
     with pytest.raises(RuntimeError, match=r"swagger-ui-bundle\.js"):
         create_app(settings())
+
+
+@pytest.mark.parametrize("page", ["/docs", "/redoc"])
+async def test_the_browser_is_told_to_load_nothing_from_elsewhere(
+    client: httpx.AsyncClient, page: str
+) -> None:
+    response = await client.get(page)
+    policy = dict(
+        directive.strip().split(" ", 1)
+        for directive in response.headers["content-security-policy"].split(";")
+    )
+    assert policy["default-src"] == "'self'"
+    assert policy["img-src"] == "'self' data:"
+    assert policy["connect-src"] == "'self'"
+    # The inline script (Swagger UI's configuration) is allowed by its hash, nothing else inline.
+    scripts = re.findall(r"<script>(.*?)</script>", response.text, re.DOTALL)
+    assert policy["script-src"].count("'sha256-") == len(scripts)
+    assert "unsafe" not in policy["script-src"]
