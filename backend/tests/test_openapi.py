@@ -114,3 +114,15 @@ def test_with_tokens_protected_operations_declare_bearer_auth(protect_reads: boo
         assert ("401" in operation["responses"]) is protected
         if protected:
             assert operation["responses"]["401"]["headers"]["WWW-Authenticate"]
+
+
+def test_the_bounds_the_api_enforces_are_in_the_schema() -> None:
+    # What a fuzzer or a client generator reads: NUL refused, age within the INTEGER column.
+    schemas = schema()["components"]["schemas"]
+    for model in ("HeroCreate", "HeroUpdate"):
+        properties = schemas[model]["properties"]
+        assert properties["name"]["pattern"] == "^[^\\u0000]*$"
+        assert properties["secret_name"]["pattern"] == "^[^\\u0000]*$"
+        [integer] = [o for o in properties["age"]["anyOf"] if o.get("type") == "integer"]
+        assert (integer["minimum"], integer["maximum"]) == (0, 2**31 - 1)
+        assert not {"ge", "le"} & set(integer)
