@@ -61,18 +61,22 @@ def _get(url: str, request_id: str) -> tuple[int, str]:
     return response.status_code, response.headers["x-request-id"]
 
 
+def _wait_for_every_worker(url: str, workers: int) -> None:
+    """Readiness answers as soon as one worker is up: wait until every worker has reported its
+    pool into the summed gauge."""
+    deadline = time.monotonic() + 60
+    while _total(_scrape(url)["heroes_db_pool_size"]) < workers * POOL_SIZE:
+        assert time.monotonic() < deadline, "not every worker started"
+        time.sleep(0.1)
+
+
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory) -> Run:
     server = Gunicorn(tmp_path_factory.mktemp("gunicorn"), workers=WORKERS)
     migrate_lines = server.migrate()
     server.start()
     try:
-        # Readiness answers as soon as one worker is up: wait until every worker has reported
-        # its pool into the summed gauge.
-        deadline = time.monotonic() + 60
-        while _total(_scrape(server.url)["heroes_db_pool_size"]) < WORKERS * POOL_SIZE:
-            assert time.monotonic() < deadline, "not every worker started"
-            time.sleep(0.1)
+        _wait_for_every_worker(server.url, WORKERS)
         hero = httpx.post(f"{server.url}/heroes/", json={"name": "Deadpond", "secret_name": "D"})
         assert hero.status_code == 200
         urls = [f"{server.url}/heroes/{hero.json()['id']}"] * FOUND
@@ -241,10 +245,7 @@ def test_without_a_multiprocess_dir_the_master_makes_a_private_one(tmp_path: Pat
     server.migrate()
     server.start()
     try:
-        deadline = time.monotonic() + 60
-        while _total(_scrape(server.url)["heroes_db_pool_size"]) < workers * POOL_SIZE:
-            assert time.monotonic() < deadline, "not every worker started"
-            time.sleep(0.1)
+        _wait_for_every_worker(server.url, workers)
         ids = [f"private-{i}" for i in range(sent)]
         with ThreadPoolExecutor(CONCURRENCY) as pool:
             statuses = Counter(
