@@ -15,7 +15,15 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "README.md"
 DOCS = ROOT / "docs"
-MANUAL = ("architecture", "operations", "observability", "reliability", "performance", "kubernetes", "ci")
+MANUAL = (
+    "architecture",
+    "operations",
+    "observability",
+    "reliability",
+    "performance",
+    "kubernetes",
+    "ci",
+)
 #: Written on other branches at the same time (load balancing, backups): until they are merged a
 #: link to them may dangle. Once they exist they are checked like every other file; this set
 #: is emptied when they land.
@@ -182,6 +190,7 @@ def test_the_checker_finds_a_broken_link_a_wrong_anchor_and_a_repeated_paragraph
     assert parsed.headings == [(1, "T"), (2, "Real heading")]
     assert [target for _, target in parsed.links] == ["missing.md", "#real-heading", "#no-such"]
     assert parsed.anchors() == {"t", "real-heading"}
-    assert len(parsed.paragraphs) == 2 and parsed.paragraphs[0] == parsed.paragraphs[1]
+    assert len(parsed.paragraphs) == 2
+    assert parsed.paragraphs[0] == parsed.paragraphs[1]
     assert slug("`docker compose up`") == "docker-compose-up"
     assert slug("Where we differ (it answers 500)") == "where-we-differ-it-answers-500"
