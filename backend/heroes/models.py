@@ -44,9 +44,16 @@ def json_integer(value: Any) -> Any:
 Age = Annotated[int, Ge(0), Le(INT32_MAX), BeforeValidator(json_integer)]
 
 
+# The tutorial's first hero, as the example Swagger UI's "Try it out" starts from (it would
+# otherwise invent a string from the pattern).
+NAME = {"examples": ["Deadpond"]}
+SECRET_NAME = {"examples": ["Dive Wilson"]}
+AGE = {"examples": [30]}
+
+
 class HeroBase(SQLModel):
-    name: StorableText = Field(index=True, min_length=1, max_length=TEXT_MAX)
-    age: Age | None = Field(default=None, index=True)
+    name: StorableText = Field(index=True, min_length=1, max_length=TEXT_MAX, schema_extra=NAME)
+    age: Age | None = Field(default=None, index=True, schema_extra=AGE)
 
 
 class Hero(HeroBase, table=True):
@@ -59,12 +66,14 @@ class HeroPublic(HeroBase):
 
 
 class HeroCreate(HeroBase):
-    secret_name: StorableText = Field(min_length=1, max_length=TEXT_MAX)
+    secret_name: StorableText = Field(min_length=1, max_length=TEXT_MAX, schema_extra=SECRET_NAME)
 
 
 class HeroUpdate(HeroBase):
     # `name` and `secret_name` may be left out but not set to null: the columns are NOT NULL.
     # Field(default=None) keeps the OpenAPI type a plain string while the field stays optional.
-    name: StorableText = Field(default=None, min_length=1, max_length=TEXT_MAX)
-    age: Age | None = Field(default=None)
-    secret_name: StorableText = Field(default=None, min_length=1, max_length=TEXT_MAX)
+    name: StorableText = Field(default=None, min_length=1, max_length=TEXT_MAX, schema_extra=NAME)
+    age: Age | None = Field(default=None, schema_extra=AGE)
+    secret_name: StorableText = Field(
+        default=None, min_length=1, max_length=TEXT_MAX, schema_extra=SECRET_NAME
+    )
