@@ -1,9 +1,8 @@
 """gunicorn settings for heroes: `gunicorn -c deploy/gunicorn.conf.py` is the production server.
 
-Every setting comes from the environment with a safe default (table in README, "Run with Docker").
-The app is NOT preloaded: each worker imports the app factory after fork, so each builds its own
-SQLAlchemy engine and pool. Connection budget per replica:
-workers x (DB_POOL_SIZE + DB_MAX_OVERFLOW), see README "Connection budget".
+Every setting comes from the environment with a safe default (docs/operations.md, "Server
+settings"). The app is NOT preloaded: each worker imports the app factory after fork, so each
+opens its own database connection pool (docs/operations.md, "Connection budget").
 """
 
 from __future__ import annotations
@@ -11,6 +10,7 @@ from __future__ import annotations
 import math
 import os
 import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -41,9 +41,9 @@ def _env_int(name: str, default: int, minimum: int = 0) -> int:
 settings_or_exit(cached=False)
 
 # --- application ---------------------------------------------------------------------------
-wsgi_app = "heroes.main:create_app()"  # the factory: settings from the environment, one engine
+wsgi_app = "heroes.main:create_app()"  # the factory: settings from the environment
 worker_class = "heroes.worker.HeroesWorker"  # uvicorn_worker.UvicornWorker + drain on SIGTERM
-preload_app = False  # never: a preloaded app would share one engine (and its sockets) across forks
+preload_app = False  # never: a preloaded app would share one pool (and its sockets) across forks
 proc_name = "heroes"
 
 # --- socket ----------------------------------------------------------------------------------
@@ -85,9 +85,10 @@ control_socket_disable = True
 
 # --- logging ---------------------------------------------------------------------------------
 # One JSON line per record on stdout for the master, the workers (uvicorn) and the app
-# (heroes.logs; LOG_FORMAT=plain for reading locally). The access line is written by the app's
-# middleware, inside the request, so it carries the request id: gunicorn's and uvicorn's own
-# access logs stay off (accesslog None; logging_config gives their loggers no handler).
+# (heroes.logs), even on a terminal: LOG_FORMAT=plain (or auto) for reading locally. The access
+# line is written by the app's middleware, inside the request, so it carries the request id:
+# gunicorn's and uvicorn's own access logs stay off (accesslog None; logging_config gives their
+# loggers no handler).
 # GUNICORN_ACCESS_LOG=off turns those access lines off (errors and the rest stay).
 loglevel = _env("LOG_LEVEL", "info").lower()
 errorlog = "-"
@@ -100,11 +101,23 @@ except ValueError as exc:
 
 
 # --- hooks -----------------------------------------------------------------------------------
+#: Names the multiprocess directory this master created itself (PROMETHEUS_MULTIPROC_DIR unset),
+#: in the environment rather than in this module: a reload (SIGHUP) re-reads this file.
+PRIVATE_METRICS_DIR = "HEROES_PRIVATE_METRICS_DIR"
+
+
 def on_starting(server: Any) -> None:
-    """Master, before forking: start every run with an empty prometheus multiprocess directory."""
+    """Master, before forking: start every run with an empty prometheus multiprocess directory.
+
+    Without PROMETHEUS_MULTIPROC_DIR (the image sets it; `gunicorn -c` from a checkout does not)
+    each worker would count in its own memory and a scrape would show one worker's share: the
+    master makes a private directory, inherited by every worker, and removes it on exit."""
     directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
     if not directory:
-        return
+        base = "/dev/shm" if os.access("/dev/shm", os.W_OK) else None  # tmpfs when there is one
+        directory = tempfile.mkdtemp(prefix="heroes-metrics-", dir=base)
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = os.environ[PRIVATE_METRICS_DIR] = directory
+        server.log.info("heroes: prometheus multiprocess directory %s (private)", directory)
     path = Path(directory)
     if path.is_dir():  # empty it in place: it may be a mount point
         for entry in path.iterdir():
@@ -114,6 +127,13 @@ def on_starting(server: Any) -> None:
                 entry.unlink()
     else:
         path.mkdir(parents=True, exist_ok=True)
+
+
+def on_exit(server: Any) -> None:
+    """Master, last thing: remove the private multiprocess directory (a configured one stays)."""
+    private = os.environ.get(PRIVATE_METRICS_DIR)
+    if private and private == os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        shutil.rmtree(private, ignore_errors=True)
 
 
 def when_ready(server: Any) -> None:

@@ -27,6 +27,7 @@ class Environment(StrEnum):
 class LogFormat(StrEnum):
     json = "json"
     plain = "plain"
+    auto = "auto"  # plain on a terminal, json otherwise (heroes.logs.resolve_format)
 
 
 def _read_secret_files(data: dict[str, Any]) -> dict[str, Any]:
@@ -61,7 +62,7 @@ class Settings(BaseSettings):
     api_tokens: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
     auth_protect_reads: bool = False
     log_level: str = "info"
-    log_format: LogFormat = LogFormat.json
+    log_format: LogFormat = LogFormat.auto
     ready_timeout: float = Field(default=2.0, gt=0, le=60)
 
     @model_validator(mode="before")

@@ -1,4 +1,5 @@
-"""One log format for gunicorn, uvicorn and the application: a JSON object per line on stdout.
+"""One log format for gunicorn, uvicorn and the application: a JSON object per line on stdout
+(readable text instead when a person watches: ``LOG_FORMAT=auto`` on a terminal, or ``plain``).
 
 Every record logged while a request is being served carries that request's id: the middleware in
 :mod:`heroes.observability` sets :data:`request_id_var`, :class:`RequestIdFilter` (on the handler)
@@ -11,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import logging.config
+import sys
 import time
 from contextvars import ContextVar
 from typing import Any
@@ -25,6 +27,7 @@ __all__ = [
     "configure_if_unconfigured",
     "logging_config",
     "request_id_var",
+    "resolve_format",
 ]
 
 #: The id of the request being served in this context (None outside a request).
@@ -34,7 +37,7 @@ request_id_var: ContextVar[str | None] = ContextVar("heroes_request_id", default
 ACCESS_LOGGER = "heroes.access"
 
 LEVELS = ("critical", "error", "warning", "info", "debug")
-FORMATS = ("json", "plain")
+FORMATS = ("json", "plain", "auto")
 
 
 class RequestIdFilter(logging.Filter):
@@ -123,6 +126,7 @@ def logging_config(
         raise ValueError(f"LOG_LEVEL must be one of {', '.join(LEVELS)}, got {level!r}")
     if fmt not in FORMATS:
         raise ValueError(f"LOG_FORMAT must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    fmt = resolve_format(fmt)
     upper = level.upper()
     formatter = JsonFormatter if fmt == "json" else PlainFormatter
     silent: dict[str, Any] = {"handlers": [], "propagate": False}
@@ -152,6 +156,15 @@ def logging_config(
             "alembic.runtime.plugins": {"level": "WARNING"},
         },
     }
+
+
+def resolve_format(fmt: str) -> str:
+    """``auto``: ``plain`` when stdout (where every line goes) is a terminal, else ``json``: a
+    person running ``heroes serve`` reads text, a container's or a pipe's reader gets JSON."""
+    if fmt != "auto":
+        return fmt
+    isatty = getattr(sys.stdout, "isatty", None)
+    return "plain" if callable(isatty) and isatty() else "json"
 
 
 def configure_if_unconfigured(level: str, fmt: str) -> None:

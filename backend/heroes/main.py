@@ -13,14 +13,16 @@ from starlette.types import ASGIApp
 from heroes import __version__, metrics
 from heroes.api import health
 from heroes.api import heroes as hero_routes
+from heroes.api.methods import add_method_not_allowed
 from heroes.backends import create_database
 from heroes.config import Settings, get_settings
+from heroes.docs import add_docs
 from heroes.errors import register_error_handlers
 from heroes.lifecycle import CloseConnectionsWhileDraining
 from heroes.limits import BodySizeLimit
 from heroes.migrate import SchemaExpectation
 from heroes.observability import RequestObservability
-from heroes.security import token_dependencies
+from heroes.security import protection
 
 
 @asynccontextmanager
@@ -57,17 +59,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         title="Heroes",
         version=__version__,
         summary="The Hero API of the FastAPI SQL tutorial, production-shaped.",
+        description=hero_routes.DESCRIPTION,
         lifespan=lifespan,
-        docs_url="/docs" if docs else None,
-        redoc_url="/redoc" if docs else None,
+        # FastAPI's own pages load their assets from CDNs: heroes.docs serves them itself.
+        docs_url=None,
+        redoc_url=None,
         openapi_url="/openapi.json" if docs else None,
     )
     app.state.settings = settings
     register_error_handlers(app)
-    app.include_router(hero_routes.reads, dependencies=token_dependencies(settings, writes=False))
-    app.include_router(hero_routes.writes, dependencies=token_dependencies(settings, writes=True))
+    app.include_router(hero_routes.reads, **protection(settings, writes=False))
+    app.include_router(hero_routes.writes, **protection(settings, writes=True))
     app.include_router(health.router)
     app.include_router(metrics.router)
+    if docs:
+        add_docs(app, openapi_url="/openapi.json")
+    add_method_not_allowed(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(CloseConnectionsWhileDraining)
     return app

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
-from pydantic import AfterValidator
+from annotated_types import Ge, Le
+from pydantic import AfterValidator, BeforeValidator
+from pydantic import Field as SchemaField
+from pydantic_core import PydanticCustomError
 from sqlmodel import Field, SQLModel
 
 INT32_MAX = 2**31 - 1
@@ -21,12 +24,36 @@ def storable_text(value: str) -> str:
     return value
 
 
-StorableText = Annotated[str, AfterValidator(storable_text)]
+# The pattern only documents the rule (the validator gives the readable error): generated
+# clients and fuzzers then know that NUL is refused.
+StorableText = Annotated[
+    str, AfterValidator(storable_text), SchemaField(json_schema_extra={"pattern": "^[^\\u0000]*$"})
+]
+
+
+def json_integer(value: Any) -> Any:
+    """JSON numbers only: `true` or "7" would otherwise be coerced to 1 or 7 and stored, although
+    the schema (the tutorial's too) says integer. 7.0 is an integer in JSON Schema: accepted."""
+    if isinstance(value, bool | str):
+        raise PydanticCustomError("int_type", "Input should be a valid integer")
+    return value
+
+
+# The bounds here, not in sqlmodel's Field: that one writes them into the schema as floats
+# (2147483647.0), which fuzzers then misread as no bound on an integer.
+Age = Annotated[int, Ge(0), Le(INT32_MAX), BeforeValidator(json_integer)]
+
+
+# The tutorial's first hero, as the example Swagger UI's "Try it out" starts from (it would
+# otherwise invent a string from the pattern).
+NAME = {"examples": ["Deadpond"]}
+SECRET_NAME = {"examples": ["Dive Wilson"]}
+AGE = {"examples": [30]}
 
 
 class HeroBase(SQLModel):
-    name: StorableText = Field(index=True, min_length=1, max_length=TEXT_MAX)
-    age: int | None = Field(default=None, index=True, ge=0, le=INT32_MAX)
+    name: StorableText = Field(index=True, min_length=1, max_length=TEXT_MAX, schema_extra=NAME)
+    age: Age | None = Field(default=None, index=True, schema_extra=AGE)
 
 
 class Hero(HeroBase, table=True):
@@ -39,12 +66,14 @@ class HeroPublic(HeroBase):
 
 
 class HeroCreate(HeroBase):
-    secret_name: StorableText = Field(min_length=1, max_length=TEXT_MAX)
+    secret_name: StorableText = Field(min_length=1, max_length=TEXT_MAX, schema_extra=SECRET_NAME)
 
 
 class HeroUpdate(HeroBase):
     # `name` and `secret_name` may be left out but not set to null: the columns are NOT NULL.
     # Field(default=None) keeps the OpenAPI type a plain string while the field stays optional.
-    name: StorableText = Field(default=None, min_length=1, max_length=TEXT_MAX)
-    age: int | None = Field(default=None, ge=0, le=INT32_MAX)
-    secret_name: StorableText = Field(default=None, min_length=1, max_length=TEXT_MAX)
+    name: StorableText = Field(default=None, min_length=1, max_length=TEXT_MAX, schema_extra=NAME)
+    age: Age | None = Field(default=None, schema_extra=AGE)
+    secret_name: StorableText = Field(
+        default=None, min_length=1, max_length=TEXT_MAX, schema_extra=SECRET_NAME
+    )

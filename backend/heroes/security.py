@@ -6,8 +6,17 @@ import hmac
 from typing import Any
 
 from fastapi import Depends, HTTPException, Request
+from fastapi.security import HTTPBearer
 
 from heroes.config import Settings
+
+#: How a 401 is documented on the protected operations.
+UNAUTHORIZED: dict[int | str, dict[str, Any]] = {
+    401: {
+        "description": "Missing or invalid bearer token",
+        "headers": {"WWW-Authenticate": {"schema": {"type": "string", "const": "Bearer"}}},
+    }
+}
 
 
 def token_is_valid(authorization: str | None, tokens: tuple[bytes, ...]) -> bool:
@@ -21,18 +30,35 @@ def token_is_valid(authorization: str | None, tokens: tuple[bytes, ...]) -> bool
     return matched and bool(candidate)
 
 
-# async: FastAPI runs a plain ``def`` dependency in its thread pool, a costly hop per request.
-async def require_token(request: Request) -> None:
-    settings: Settings = request.app.state.settings
-    if not token_is_valid(request.headers.get("authorization"), settings.token_values):
-        raise HTTPException(
-            status_code=401,
-            detail="Missing or invalid bearer token",
-            headers={"WWW-Authenticate": "Bearer"},
+class BearerToken(HTTPBearer):
+    """The token check as an OpenAPI security scheme: the schema declares HTTP bearer auth on
+    the protected operations, so Swagger UI's "Authorize" sends the header on "Try it out"."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            scheme_name="bearerAuth",
+            description="One of the API_TOKENS configured on the server.",
+            auto_error=False,
         )
 
+    # async: FastAPI runs a plain ``def`` dependency in its thread pool, a costly hop per request.
+    async def __call__(self, request: Request) -> None:  # type: ignore[override]
+        settings: Settings = request.app.state.settings
+        if not token_is_valid(request.headers.get("authorization"), settings.token_values):
+            raise HTTPException(
+                status_code=401,
+                detail="Missing or invalid bearer token",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
 
-def token_dependencies(settings: Settings, *, writes: bool) -> list[Any]:
-    """The dependencies of a group of routes: none at all (not even a no-op) when open."""
+
+require_token = BearerToken()
+
+
+def protection(settings: Settings, *, writes: bool) -> dict[str, Any]:
+    """``include_router`` arguments of a group of routes: the token dependency and its 401 when
+    protected; none at all (not even a no-op dependency) when open."""
     protected = bool(settings.api_tokens) and (writes or settings.auth_protect_reads)
-    return [Depends(require_token)] if protected else []
+    if not protected:
+        return {}
+    return {"dependencies": [Depends(require_token)], "responses": UNAUTHORIZED}

@@ -3,15 +3,23 @@
 from __future__ import annotations
 
 import os
+import pty
+import re
+import select
+import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from heroes import cli, migrate
 from heroes.config import get_settings
 from heroes.logs import logging_config
+
+from .gunicorn_server import BIN, SERVICE_VARS, free_port
 
 
 @pytest.fixture
@@ -105,3 +113,43 @@ def test_unknown_command_is_a_usage_error() -> None:
     with pytest.raises(SystemExit) as caught:
         cli.main(["explode"])
     assert caught.value.code == 2
+
+
+def _read_until(
+    fd: int, output: bytearray, marker: bytes, process: subprocess.Popen[bytes]
+) -> None:
+    deadline = time.monotonic() + 60
+    while marker not in output:
+        assert time.monotonic() < deadline, f"no {marker!r} in: {output.decode(errors='replace')}"
+        assert process.poll() is None, output.decode(errors="replace")
+        if select.select([fd], [], [], 0.2)[0]:
+            output += os.read(fd, 65536)
+
+
+def test_serve_on_a_terminal_prints_readable_lines(tmp_path: Path) -> None:
+    """`heroes serve` with its output on a terminal (a pty) and LOG_FORMAT unset: text lines."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(SERVICE_VARS)}
+    env |= {"DATABASE_URL": f"sqlite:///{tmp_path / 'tty.db'}", "ENVIRONMENT": "development"}
+    primary, secondary = pty.openpty()
+    process = subprocess.Popen(
+        [str(BIN / "heroes"), "serve", "--port", str(port)],
+        stdin=subprocess.DEVNULL, stdout=secondary, stderr=secondary, env=env, cwd=tmp_path,
+    )  # fmt: skip
+    os.close(secondary)
+    output = bytearray()
+    try:
+        _read_until(primary, output, b"Application startup complete", process)
+        answer = httpx.get(f"http://127.0.0.1:{port}/heroes/", headers={"X-Request-ID": "tty-1"})
+        assert answer.status_code == 200
+        _read_until(primary, output, b"tty-1", process)
+    finally:
+        process.terminate()
+        process.wait(30)
+        os.close(primary)
+    lines = output.decode().splitlines()
+    assert not [line for line in lines if line.lstrip().startswith("{")]
+    [access] = [line for line in lines if " heroes.access " in line]
+    assert re.search(
+        r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} INFO +heroes.access \[tty-1\] GET", access
+    )

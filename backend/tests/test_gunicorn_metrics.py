@@ -61,18 +61,22 @@ def _get(url: str, request_id: str) -> tuple[int, str]:
     return response.status_code, response.headers["x-request-id"]
 
 
+def _wait_for_every_worker(url: str, workers: int) -> None:
+    """Readiness answers as soon as one worker is up: wait until every worker has reported its
+    pool into the summed gauge."""
+    deadline = time.monotonic() + 60
+    while _total(_scrape(url)["heroes_db_pool_size"]) < workers * POOL_SIZE:
+        assert time.monotonic() < deadline, "not every worker started"
+        time.sleep(0.1)
+
+
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory) -> Run:
     server = Gunicorn(tmp_path_factory.mktemp("gunicorn"), workers=WORKERS)
     migrate_lines = server.migrate()
     server.start()
     try:
-        # Readiness answers as soon as one worker is up: wait until every worker has reported
-        # its pool into the summed gauge.
-        deadline = time.monotonic() + 60
-        while _total(_scrape(server.url)["heroes_db_pool_size"]) < WORKERS * POOL_SIZE:
-            assert time.monotonic() < deadline, "not every worker started"
-            time.sleep(0.1)
+        _wait_for_every_worker(server.url, WORKERS)
         hero = httpx.post(f"{server.url}/heroes/", json={"name": "Deadpond", "secret_name": "D"})
         assert hero.status_code == 200
         urls = [f"{server.url}/heroes/{hero.json()['id']}"] * FOUND
@@ -230,3 +234,39 @@ def test_unhandled_error_under_gunicorn_is_one_line_with_traceback_and_id(
         if line["logger"] == "heroes.access"
     ]
     assert statuses == [("boom-1", 500), ("after-1", 200)]
+
+
+def test_without_a_multiprocess_dir_the_master_makes_a_private_one(tmp_path: Path) -> None:
+    """`gunicorn -c deploy/gunicorn.conf.py` from a checkout (no PROMETHEUS_MULTIPROC_DIR):
+    the counters of both workers still add up to exactly the requests sent."""
+    workers, sent = 2, 60
+    server = Gunicorn(tmp_path, workers=workers)
+    del server.env["PROMETHEUS_MULTIPROC_DIR"]
+    server.migrate()
+    server.start()
+    try:
+        _wait_for_every_worker(server.url, workers)
+        ids = [f"private-{i}" for i in range(sent)]
+        with ThreadPoolExecutor(CONCURRENCY) as pool:
+            statuses = Counter(
+                status for status, _ in pool.map(_get, [f"{server.url}/heroes/1"] * sent, ids)
+            )
+        deadline = time.monotonic() + 3 * POOL_SAMPLE_SECONDS + 5
+        counted = 0.0
+        while time.monotonic() < deadline:
+            counted = _total(
+                _scrape(server.url)["heroes_http_requests_total"], route="/heroes/{hero_id}"
+            )
+            if counted >= sent:
+                break
+            time.sleep(0.2)
+    finally:
+        assert server.stop() == 0
+    assert statuses == {404: sent}
+    assert counted == sent  # not one worker's share
+    pids = {line["pid"] for line in server.log_lines() if line.get("request_id") in set(ids)}
+    assert len(pids) == workers
+    [announced] = [line["msg"] for line in server.log_lines() if "multiprocess" in line["msg"]]
+    directory = Path(re.search(r"directory (\S+)", announced)[1])  # type: ignore[index]
+    assert directory.name.startswith("heroes-metrics-")
+    assert not directory.exists()  # removed by the master on exit

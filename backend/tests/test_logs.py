@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import logging.config
 import os
 import re
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -150,7 +152,7 @@ def test_access_lines_can_be_switched_off() -> None:
             "json",
             "LOG_LEVEL must be one of critical, error, warning, info, debug, got 'loud'",
         ),
-        ("info", "xml", "LOG_FORMAT must be one of json, plain, got 'xml'"),
+        ("info", "xml", "LOG_FORMAT must be one of json, plain, auto, got 'xml'"),
     ],
 )
 def test_unknown_level_or_format_is_refused(level: str, fmt: str, message: str) -> None:
@@ -190,3 +192,21 @@ def test_cli_configures_json_logging_once(capsys: pytest.CaptureFixture[str]) ->
         "Running upgrade",
         "info",
     )
+
+
+class _Stream(io.StringIO):
+    def __init__(self, tty: bool) -> None:
+        super().__init__()
+        self.tty = tty
+
+    def isatty(self) -> bool:
+        return self.tty
+
+
+@pytest.mark.parametrize(("tty", "formatter"), [(True, PlainFormatter), (False, JsonFormatter)])
+def test_auto_format_is_plain_on_a_terminal_and_json_otherwise(
+    monkeypatch: pytest.MonkeyPatch, tty: bool, formatter: type[logging.Formatter]
+) -> None:
+    monkeypatch.setattr(sys, "stdout", _Stream(tty))
+    assert logging_config("info", "auto")["formatters"]["heroes"]["()"] is formatter
+    assert logging_config("info", "json")["formatters"]["heroes"]["()"] is JsonFormatter

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Reliability and security drills against the real compose stack (deploy/drills/, README
-# "Reliability"): SIGTERM under write load, worker kill -9, database outage, concurrent migrations,
+# Reliability and security drills against the real compose stack (deploy/drills/, docs/reliability.md):
+# SIGTERM under write load, worker kill -9, database outage, concurrent migrations,
 # schemathesis fuzzing, bearer-token auth + production refusal, container posture.
 # Each drill prints its figures and fails on a miss; the run ends with a table and writes the
 # figures to /tmp/readme/drills-results.md (DRILLS_RESULTS). Always `down -v` at the end.

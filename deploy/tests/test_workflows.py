@@ -36,6 +36,8 @@ CONTRACT_SCRIPTS = {
     "compose-smoke.sh",
     "drills.sh",
     "bench.sh",
+    "browser-test.sh",
+    "docs-check.sh",
 }
 # Commands a `run:` step may use besides repo scripts: moving the scanned image between jobs.
 GLUE = {("docker", "save"), ("docker", "load")}

@@ -11,6 +11,7 @@ from typing import Annotated, Any
 import orjson
 from fastapi import APIRouter, Query
 from fastapi.responses import Response
+from pydantic import BaseModel
 
 from heroes import crud
 from heroes.api.deps import SessionDep
@@ -24,20 +25,51 @@ from heroes.models import (
     StorableText,
 )
 
-NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "Hero not found"}}
+
+class ErrorDetail(BaseModel):
+    """The body of every error answer but 422 (whose ``detail`` lists the invalid fields)."""
+
+    detail: str
+
+
+def _error(description: str, **headers: dict[str, Any]) -> dict[str, Any]:
+    answer: dict[str, Any] = {"description": description, "model": ErrorDetail}
+    if headers:
+        answer["headers"] = {name.replace("_", "-"): schema for name, schema in headers.items()}
+    return answer
+
+
+NOT_FOUND: dict[int | str, dict[str, Any]] = {404: _error("Hero not found")}
 COMMON: dict[int | str, dict[str, Any]] = {
-    401: {"description": "Missing or invalid bearer token (when API tokens are configured)"},
-    413: {"description": "Request body too large"},
-    503: {"description": "Database unavailable"},
+    400: _error("Invalid Content-Length, or a body that is not decodable (bad UTF-8, too deep)"),
+    413: _error("Request body larger than MAX_BODY_BYTES"),
+    503: _error(
+        "Database unavailable; try again later",
+        Retry_After={"description": "Seconds to wait", "schema": {"type": "integer"}},
+    ),
 }
+
+#: The schema's description: what no single operation can say (405 belongs to no operation).
+DESCRIPTION = """
+The Hero API of the FastAPI SQL tutorial: same paths, operation ids, models and bodies.
+
+**Errors** are JSON objects with a `detail`:
+
+| status | when |
+| --- | --- |
+| 400 | invalid `Content-Length`, or a body that cannot be decoded |
+| 401 | a protected operation without a valid `Authorization: Bearer <token>` (only when the \
+server has API tokens: then "Authorize" takes one) |
+| 404 | no hero with that id; unknown paths |
+| 405 | a method the path does not support; the `Allow` header lists those it does |
+| 413 | a body larger than the server's limit (64 KiB by default) |
+| 422 | invalid parameters or body; `detail` lists each problem |
+| 503 | the database is unavailable; `Retry-After` says when to try again |
+"""
 
 # Two groups, so that create_app can require a token for writes (and reads, if configured).
 reads = APIRouter(prefix="/heroes", tags=["heroes"], responses=COMMON)
-writes = APIRouter(
-    prefix="/heroes",
-    tags=["heroes"],
-    responses={**COMMON, 400: {"description": "Body is not decodable (invalid UTF-8, too deep)"}},
-)
+writes = APIRouter(prefix="/heroes", tags=["heroes"], responses=COMMON)
 
 
 def json(content: Any) -> Response:
