@@ -35,6 +35,7 @@ die() { echo "rollout: FAILED: $*" >&2; exit 1; }
 
 # HAProxy's runtime API, on the proxy container's loopback (the image has bash, no curl/socat).
 haproxy_cmd() {
+  # shellcheck disable=SC2016  # $1 expands in the proxy container's bash
   "${compose[@]}" exec -T proxy bash -c \
     'exec 3<>/dev/tcp/127.0.0.1/9999 && printf "%s\n" "$1" >&3 && cat <&3' _ "$1"
 }
@@ -63,7 +64,7 @@ routed() {  # container $1 is UP in the proxy (operational state 2) and not in m
   return 1
 }
 in_flight() {  # requests being served or queued on backend $1's slot $2 (qcur + scur)
-  haproxy_cmd "show stat" | awk -F, -v b="$1" -v s="$2" '$1 == b && $2 == s { print $3 + $5 }'
+  haproxy_cmd "show stat" | awk -F, -v b="$1" -v s="$2" '$1 == b && $2 == s { n = $3 + $5 } END { print n + 0 }'
 }
 set_state() {  # backend, address, state: the slot holding that address, in both backends
   local slot
@@ -89,7 +90,7 @@ log "starting $n new replica(s) beside the old ones"
 mapfile -t new < <(comm -13 <(printf '%s\n' "${old[@]}") <("${compose[@]}" ps -a -q api | sort))
 
 remove_new() {
-  [ "${#new[@]}" -gt 0 ] && docker rm -f "${new[@]}" >/dev/null 2>&1 || true
+  if [ "${#new[@]}" -gt 0 ]; then docker rm -f "${new[@]}" >/dev/null 2>&1 || true; fi
 }
 
 deadline=$(($(date +%s) + timeout))
@@ -119,7 +120,7 @@ for c in "${old[@]}"; do
     slot=$(set_state api "$addr" maint)
     panic_slot=$(set_state api_panic "$addr" maint)
     waited=0
-    while [ $(( $(in_flight api "$slot") + $(in_flight api_panic "${panic_slot:-none}" || echo 0) )) -gt 0 ] &&
+    while [ $(( $(in_flight api "$slot") + $(in_flight api_panic "${panic_slot:-none}") )) -gt 0 ] &&
       [ "$waited" -lt "$((drain_timeout * 10))" ]; do
       sleep 0.1
       waited=$((waited + 1))
