@@ -250,6 +250,26 @@ def warmed_load(
         raise
 
 
+#: Python for inside an api container: its established TCP connections on port 8000 (all, or those
+#: whose socket inode is in ``inodes``). HTTP/1.1 without pipelining: each holds at most one
+#: request, so the count bounds the requests in flight.
+ESTABLISHED_8000 = """
+def established_8000(inodes=None):
+    held = 0
+    for table in ('/proc/net/tcp', '/proc/net/tcp6'):
+        try:
+            rows = open(table).read().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            f = row.split()
+            if f[3] == '01' and int(f[1].rsplit(':', 1)[1], 16) == 8000:
+                if inodes is None or f[9] in inodes:
+                    held += 1
+    return held
+"""
+
+
 # --- replicas behind the proxy ----------------------------------------------------------------
 
 
