@@ -77,7 +77,9 @@ step "through the proxy: both replicas, their build, one request id in both logs
 mapfile -t api_ids < <("${compose[@]}" ps -q api)
 [ "${#api_ids[@]}" = 2 ] || fail "want 2 api replicas, found ${#api_ids[@]}"
 rid=smoke-$$-$(date +%s)
-"$py" - "$base" "$rid" "$HEROES_REVISION" <<'PY'
+# The revision the image was built with (its OCI label): /health/live must report that one.
+revision=$(docker image inspect -f '{{ index .Config.Labels "org.opencontainers.image.revision" }}' "$HEROES_IMAGE")
+"$py" - "$base" "$rid" "$revision" <<'PY'
 import json, sys, urllib.request
 base, rid, revision = sys.argv[1:]
 seen = set()
@@ -94,17 +96,26 @@ for _ in range(20):
 assert made and len(made) == 36, made  # the proxy made one (a UUID) for a client that sent none
 print(f"ok   20 answers with revision {revision}, request ids echoed; proxy-made id {made}")
 PY
-"${compose[@]}" logs --no-color proxy | grep -q "\"request_id\":\"$rid-1\"" || fail "request id not in the proxy's log"
+logged() {  # service, request id: its JSON log has that id (log lines arrive a moment later)
+  local _
+  for _ in $(seq 50); do
+    # grep reads everything (no -q): an early exit would SIGPIPE compose, failing the pipeline
+    "${compose[@]}" logs --no-color "$1" | grep "\"request_id\":\"$2\"" >/dev/null && return 0
+    sleep 0.1
+  done
+  return 1
+}
+logged proxy "$rid-1" || fail "request id not in the proxy's log"
 "$py" - "$base" "$rid" <<'PY'
 import sys, urllib.request
 base, rid = sys.argv[1:]
 req = urllib.request.Request(f"{base}/heroes/?limit=2", headers={"X-Request-ID": f"{rid}-list"})
 urllib.request.urlopen(req, timeout=10).read()
 PY
-"${compose[@]}" logs --no-color proxy | grep -q "\"request_id\":\"$rid-list\"" || fail "request id not in the proxy's log"
-"${compose[@]}" logs --no-color api | grep -q "\"request_id\":\"$rid-list\"" || fail "request id not in the api's log"
+logged proxy "$rid-list" || fail "request id not in the proxy's log"
+logged api "$rid-list" || fail "request id not in the api's log"
 for id in "${api_ids[@]}"; do
-  docker logs "$id" 2>&1 | grep -q '"logger":"heroes.access"' || fail "replica ${id:0:12} served nothing"
+  docker logs "$id" 2>&1 | grep '"logger":"heroes.access"' >/dev/null || fail "replica ${id:0:12} served nothing"
 done
 echo "ok   the same request id in the proxy's and the api's JSON log lines; both replicas served"
 
@@ -155,7 +166,7 @@ stop_rc=$(docker inspect -f '{{.State.ExitCode}}' "$api_id")
 echo "api stopped in ${stop_s}s, exit code $stop_rc"
 [ "$stop_rc" = 0 ] || fail "api exited $stop_rc on SIGTERM (want 0: gunicorn drained and stopped cleanly)"
 awk -v s="$stop_s" 'BEGIN { exit !(s < 30) }' || fail "stop took ${stop_s}s: killed at stop_grace_period?"
-"${compose[@]}" logs --no-color api | grep -q "draining for" || fail "no drain phase in the api log"
+"${compose[@]}" logs --no-color api | grep "draining for" >/dev/null || fail "no drain phase in the api log"
 echo "ok   SIGTERM: drain phase logged, exit 0"
 t=$(now)
 "${compose[@]}" start api
