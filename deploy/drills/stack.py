@@ -216,17 +216,17 @@ class Stack:
     def start_load(
         self,
         prefix: str,
-        url: str,
+        url: str | None = None,
         clients: int = 32,
         poll_interval: float = 0.0,
         max_seconds: float = 120,
         keep_alive: bool = True,
         ca_file: Path | None = None,
     ) -> NetworkLoad:
-        """The load generator (drills.load) as a process on the host, against ``url``: what a user
-        of the published port sees (HAProxy behind docker-proxy)."""
+        """The load generator (drills.load) as a process on the host, against ``url`` (default: the
+        proxy's published port): what a user of the stack sees (HAProxy behind docker-proxy)."""
         cmd = [
-            sys.executable, "-m", "drills.load", "--url", url,
+            sys.executable, "-m", "drills.load", "--url", url or self.url(),
             "--clients", str(clients), "--prefix", prefix,
             "--token-file", str(self.tokens_file),
             "--poll-interval", str(poll_interval), "--max-seconds", str(max_seconds),
