@@ -73,5 +73,9 @@ EXPOSE 8000
 HEALTHCHECK --interval=10s --timeout=3s --start-period=30s --retries=3 \
     CMD ["python", "-c", "import os, urllib.request as r; r.urlopen('http://127.0.0.1:' + os.environ.get('PORT', '8000') + '/health/live', timeout=2)"]
 
+# Last, so a new revision reuses every layer above: /health/live reports these (heroes.config).
+ENV BUILD_VERSION=${VERSION} \
+    BUILD_REVISION=${REVISION}
+
 # Exec form: gunicorn is PID 1 and receives SIGTERM itself (it also reaps orphans).
 CMD ["gunicorn", "-c", "/app/deploy/gunicorn.conf.py"]

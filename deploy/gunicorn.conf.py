@@ -16,7 +16,12 @@ from typing import Any
 
 from heroes.config import settings_or_exit
 from heroes.logs import logging_config
-from heroes.worker import LIFESPAN_SHUTDOWN_MARGIN, default_workers, drain_seconds
+from heroes.worker import (
+    LIFESPAN_SHUTDOWN_MARGIN,
+    default_workers,
+    drain_seconds,
+    trusted_proxies,
+)
 
 
 def _env(name: str, default: str) -> str:
@@ -50,9 +55,13 @@ proc_name = "heroes"
 port = _env_int("PORT", 8000, minimum=1)
 bind = _env("BIND", f"0.0.0.0:{port}").replace(",", " ").split()
 backlog = _env_int("GUNICORN_BACKLOG", 2048, minimum=1)
-# Proxy headers (X-Forwarded-For/-Proto) are trusted only from these addresses ("*" = any: only
-# when nothing but the proxy can reach the port). uvicorn_worker passes this on to uvicorn.
-forwarded_allow_ips = _env("FORWARDED_ALLOW_IPS", "127.0.0.1")
+# Proxy headers (X-Forwarded-For/-Proto) are trusted only from these addresses or networks ("*" =
+# any: only when nothing but the proxy can reach the port), plus the addresses of the host names
+# in FORWARDED_ALLOW_HOSTS (docker-compose.yml: "proxy"), resolved once per start or SIGHUP
+# reload. uvicorn_worker passes the list on to uvicorn.
+forwarded_allow_ips = trusted_proxies(
+    _env("FORWARDED_ALLOW_IPS", "127.0.0.1"), _env("FORWARDED_ALLOW_HOSTS", "")
+)
 
 # --- workers ---------------------------------------------------------------------------------
 # WEB_CONCURRENCY, else one per CPU the container may use (cgroup v1/v2 quota, cpuset), 2..8.

@@ -64,6 +64,10 @@ class Settings(BaseSettings):
     log_level: str = "info"
     log_format: LogFormat = LogFormat.auto
     ready_timeout: float = Field(default=2.0, gt=0, le=60)
+    # The image's build (Dockerfile VERSION/REVISION build args, set as these variables there):
+    # /health/live reports them, so anyone can see which build answers.
+    build_version: str = ""  # empty: the installed package's version
+    build_revision: str = "unknown"
 
     @model_validator(mode="before")
     @classmethod

@@ -6,9 +6,15 @@ Shutdown timeline of one worker after gunicorn forwards SIGTERM (docker stop, ro
    ``heroes.lifecycle.begin_draining()`` turns readiness to 503 and adds ``Connection: close`` to
    every response, so load balancers stop routing here and keep-alive clients reconnect elsewhere
    instead of being reset when the socket closes;
-2. stop accepting without resetting queued connections (HeroesServer._close_listeners_gently,
-   under a second), then let in-flight requests finish (uvicorn's ``timeout_graceful_shutdown``);
+2. uvicorn's own shutdown: stop accepting, close idle connections, let in-flight requests finish
+   (``timeout_graceful_shutdown``);
 3. lifespan shutdown (database pool closed), exit 0.
+
+By the end of the drain no client connects here any more: the proxy (deploy/haproxy) takes a
+draining replica out of rotation within about a second (its readiness checks), Kubernetes removes
+the pod from its Service's endpoints. So closing the listener resets nothing (drills 1, 8, 11 in
+docs/load-balancing.md; the socket-level tricks an earlier version used for clients connected
+straight to the replica changed none of those figures and are gone).
 
 gunicorn's ``graceful_timeout`` is the hard deadline from SIGTERM to SIGKILL, so the worker fits
 1-3 inside it: in-flight budget = graceful_timeout - drain - LIFESPAN_SHUTDOWN_MARGIN (the margin
@@ -20,7 +26,6 @@ GRACEFUL_TIMEOUT.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
 import os
@@ -48,20 +53,14 @@ __all__ = [
     "drain_seconds",
     "effective_cpu_count",
     "inflight_timeout",
+    "trusted_proxies",
 ]
 
 logger = logging.getLogger("uvicorn.error")
 
-#: Seconds of gunicorn's graceful_timeout kept for closing the listener (ACCEPT_QUEUE_FLUSH..
-#: ACCEPT_QUEUE_FLUSH_MAX, then IDLE_CLOSE_GRACE), the lifespan shutdown (pool close), the exit.
+#: Seconds of gunicorn's graceful_timeout kept for closing the listener, the lifespan shutdown
+#: (pool close) and the exit.
 LIFESPAN_SHUTDOWN_MARGIN = 2
-#: After the drain (see HeroesServer._close_listeners_gently): seconds to keep accepting once no
-#: new handshake can complete (longer, up to ACCEPT_QUEUE_FLUSH_MAX, while connections still wait
-#: in the accept queue), then seconds between "stop accepting" and closing connections that have
-#: no request in progress yet.
-ACCEPT_QUEUE_FLUSH = 0.3
-ACCEPT_QUEUE_FLUSH_MAX = 1.0
-IDLE_CLOSE_GRACE = 0.5
 #: Default for SHUTDOWN_DRAIN_SECONDS.
 DEFAULT_DRAIN_SECONDS = 3.0
 #: Ceiling for the CPU-derived worker count (WEB_CONCURRENCY overrides it): every worker holds its
@@ -89,6 +88,30 @@ def drain_seconds(environ: dict[str, str] | None = None) -> float:
 def inflight_timeout(graceful_timeout: float, drain: float) -> int:
     """uvicorn's timeout_graceful_shutdown that fits drain + in-flight + lifespan in gunicorn's."""
     return max(1, math.floor(graceful_timeout - drain - LIFESPAN_SHUTDOWN_MARGIN))
+
+
+def trusted_proxies(ips: str, hosts: str = "") -> str:
+    """FORWARDED_ALLOW_IPS plus the addresses of the FORWARDED_ALLOW_HOSTS names, resolved now.
+
+    gunicorn and uvicorn take only "*", IP addresses and networks (gunicorn even validates the
+    FORWARDED_ALLOW_IPS variable itself at import), but a proxy on a Compose network is known by
+    its service name, and its address changes when it is recreated. A name that does not resolve
+    is left out with a warning: its headers are then not trusted, the safe side.
+    """
+    entries = [entry for entry in ips.replace(" ", ",").split(",") if entry]
+    for host in hosts.replace(" ", ",").split(","):
+        if not host:
+            continue
+        try:
+            infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+        except OSError as exc:
+            print(
+                f"heroes: FORWARDED_ALLOW_HOSTS: {host!r} does not resolve ({exc}); not trusted",
+                file=sys.stderr,
+            )
+            continue
+        entries += sorted({str(info[4][0]) for info in infos} - set(entries))
+    return ",".join(entries)
 
 
 # --- CPU sizing -------------------------------------------------------------------------------
@@ -249,102 +272,6 @@ class HeroesServer(Server):
                 logger.info("Drain over: no longer accepting connections")
                 self.should_exit = True
         return await super().on_tick(counter)
-
-    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
-        if self.drain_deadline is not None and not self.force_exit:
-            await self._close_listeners_gently(sockets or [])
-        await super().shutdown(sockets=sockets)
-
-    async def _close_listeners_gently(self, sockets: list[socket.socket]) -> None:
-        """Stop accepting without resetting connections that the kernel already accepted.
-
-        When the last process holding a listening socket closes it, the kernel resets every
-        connection waiting in its accept queue: their clients have sent a request and see
-        "connection reset". On a full shutdown (the master has already let go of the socket),
-        first stop the kernel from completing new handshakes (a socket filter drops SYNs; their
-        clients retry in ~1 s and find the port closed, a clean "connection refused"; listen(0)
-        where no filter can be attached), keep accepting until the accept queue is empty (it
-        can no longer refill), then stop accepting. Either way, give the connections accepted
-        last a moment for their request to be read (uvicorn closes connections without a
-        request in progress at once); requests read now are answered with Connection: close.
-
-        listen(0) alone still lets one connection into the queue at any moment: the failure
-        drills (deploy/drills, drill 1) saw that connection reset at the close in about one
-        stop out of ten under load.
-        """
-        if sockets and not _master_holds_any(sockets):
-            logger.info("Full shutdown: emptying the accept queue before closing the socket")
-            for sock in sockets:  # one socket shared by all workers: this acts for all of them
-                with contextlib.suppress(OSError):
-                    _drop_new_syns(sock)
-                with contextlib.suppress(OSError):
-                    sock.listen(0)
-            await asyncio.sleep(ACCEPT_QUEUE_FLUSH)
-            deadline = time.monotonic() + ACCEPT_QUEUE_FLUSH_MAX - ACCEPT_QUEUE_FLUSH
-            while time.monotonic() < deadline:
-                if not any(_accept_queue(sock) for sock in sockets):
-                    break
-                await asyncio.sleep(0.01)
-        for server in self.servers:
-            server.close()
-        await asyncio.sleep(IDLE_CLOSE_GRACE)
-
-
-# Classic BPF socket filter: drop TCP segments with SYN set and ACK clear (new connection
-# requests), keep everything else. A socket filter sees a TCP segment from its TCP header on, so
-# byte 13 is the flags byte. On a listening socket this stops new handshakes while the ones in
-# progress still complete; accepted connections inherit the filter, but an established
-# connection never receives a bare SYN. Unprivileged (no capability needed).
-_SO_ATTACH_FILTER = 26  # Linux, <asm-generic/socket.h>
-_DROP_SYN = (
-    (0x30, 0, 0, 13),  # ldb [13]      A = TCP flags
-    (0x54, 0, 0, 0x12),  # and #0x12   A &= SYN|ACK
-    (0x15, 0, 1, 0x02),  # jeq #0x02   SYN without ACK: next instruction, else skip one
-    (0x06, 0, 0, 0),  # ret #0         drop
-    (0x06, 0, 0, 0xFFFFFFFF),  # ret #-1  keep the whole segment
-)
-
-
-def _drop_new_syns(sock: socket.socket) -> None:
-    """Attach the _DROP_SYN filter to a TCP listener (OSError where unsupported)."""
-    if sock.family not in (socket.AF_INET, socket.AF_INET6):
-        return  # a unix socket has no handshake to stop
-    import ctypes
-    import struct
-
-    code = b"".join(struct.pack("HBBI", *insn) for insn in _DROP_SYN)
-    buffer = ctypes.create_string_buffer(code, len(code))
-    program = struct.pack("HL", len(_DROP_SYN), ctypes.addressof(buffer))  # struct sock_fprog
-    sock.setsockopt(socket.SOL_SOCKET, _SO_ATTACH_FILTER, program)
-
-
-def _accept_queue(sock: socket.socket) -> int:
-    """Connections waiting in a TCP listener's accept queue: Linux reports it in TCP_INFO's
-    tcpi_unacked for a listening socket. 0 when unknown (not Linux, not TCP, closed)."""
-    try:
-        info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 104)
-    except (OSError, AttributeError):
-        return 0
-    return int.from_bytes(info[24:28], sys.byteorder) if len(info) >= 28 else 0
-
-
-def _master_holds_any(sockets: list[socket.socket]) -> bool:
-    """Whether the parent (gunicorn's master) still has one of these sockets open.
-
-    It closes them before signalling the workers on SIGTERM/SIGINT/SIGQUIT, but keeps them when
-    it retires only some workers (HUP reload, TTOU, a worker restart): then the socket must keep
-    its full accept queue for the workers that stay. Unknown (no /proc) counts as "holds".
-    """
-    try:
-        wanted = {f"socket:[{os.fstat(sock.fileno()).st_ino}]" for sock in sockets}
-        fds = list(Path(f"/proc/{os.getppid()}/fd").iterdir())
-    except OSError:
-        return True
-    for fd in fds:
-        with contextlib.suppress(OSError):  # closed while we look
-            if os.readlink(fd) in wanted:
-                return True
-    return False
 
 
 class HeroesWorker(UvicornWorker):  # type: ignore[misc]  # uvicorn_worker ships no type hints

@@ -8,6 +8,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
+from heroes import __version__
 from heroes.api import health
 from heroes.lifecycle import begin_draining
 from heroes.main import create_app
@@ -19,10 +20,22 @@ from .conftest import make_settings
 pytestmark = pytest.mark.anyio
 
 
-async def test_live_is_200(client: httpx.AsyncClient) -> None:
+async def test_live_is_200_and_names_the_installed_version(client: httpx.AsyncClient) -> None:
     response = await client.get("/health/live")
     assert response.status_code == 200
-    assert response.json() == {"status": "ok"}
+    assert response.json() == {"status": "ok", "version": __version__, "revision": "unknown"}
+
+
+async def test_live_reports_the_build_of_the_image(
+    empty_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The Dockerfile turns its VERSION/REVISION build args into these variables.
+    monkeypatch.setenv("BUILD_VERSION", "1.2.3")
+    monkeypatch.setenv("BUILD_REVISION", "0123abcd")
+    app = create_app(make_settings(empty_url))
+    async with app.router.lifespan_context(app), _client(app) as client:
+        response = await client.get("/health/live")
+    assert response.json() == {"status": "ok", "version": "1.2.3", "revision": "0123abcd"}
 
 
 async def test_ready_when_schema_is_at_head(client: httpx.AsyncClient) -> None:

@@ -2,11 +2,14 @@
 
     PYTHONPATH=deploy .venv/bin/python -m drills [--only 1,3] [--image heroes:local] [--keep]
 
-One stack (project ``heroes-drills``, ephemeral loopback port, API tokens from a secret file in a
-fresh 0700 directory) serves every drill, in an order that lets each start from what it needs:
-4 (needs an empty database) first, 1 (stops the api) last. Each drill prints one summary line;
-the run ends with a table, writes the figures as markdown (--results) and JSON (--json), and
-always removes the stack (``down -v``) unless --keep. Exit status 1 if any drill missed.
+One stack (project ``heroes-drills``, two api replicas behind the proxy, whose port is published
+on an ephemeral loopback port; API tokens from a secret file in a fresh 0700 directory) serves
+every drill but 12 (TLS, on a production stack of its own), in an order that lets each start from
+what it needs: 4 (needs an empty database) first, 9 and 8 (rollouts: they change the image)
+after the others. The load of every drill goes through the proxy's published port. Each drill
+prints one summary line; the run ends with a table, writes the figures as markdown (--results)
+and JSON (--json), and always removes the stack (``down -v``) unless --keep. Exit status 1 if
+any drill missed.
 """
 
 from __future__ import annotations
@@ -23,7 +26,20 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
-from drills import auth, backup, db_outage, fuzz, migrations, posture, shutdown, worker_crash
+from drills import (
+    auth,
+    backup,
+    db_outage,
+    fuzz,
+    migrations,
+    posture,
+    replica_kill,
+    rollout,
+    scaling,
+    shutdown,
+    tls,
+    worker_crash,
+)
 from drills.common import Context, DrillResult
 from drills.stack import DrillError, Stack, log
 
@@ -35,17 +51,22 @@ DRILLS: dict[int, tuple[str, Callable[[Context], DrillResult]]] = {
     5: (fuzz.TITLE, fuzz.run),
     6: (auth.TITLE, auth.run),
     7: (posture.TITLE, posture.run),
+    8: (rollout.TITLE_NEW, rollout.run_new),
+    9: (rollout.TITLE_BROKEN, rollout.run_broken),
+    10: (replica_kill.TITLE, replica_kill.run),
+    11: (scaling.TITLE, scaling.run),
+    12: (tls.TITLE, tls.run),
     13: (backup.TITLE, backup.run),
 }
 # 13 replaces the stack's volume (down -v, restore): after the drills that need its history.
-ORDER = (4, 7, 6, 5, 3, 2, 13, 1)
+ORDER = (4, 7, 6, 5, 3, 2, 10, 11, 13, 1, 9, 8, 12)
 
 
 def _parse_only(value: str) -> set[int]:
     chosen = {int(x) for x in value.replace(" ", "").split(",") if x}
     unknown = chosen - set(DRILLS)
     if unknown:
-        raise argparse.ArgumentTypeError(f"no drill {sorted(unknown)}; drills are 1-7")
+        raise argparse.ArgumentTypeError(f"no drill {sorted(unknown)}; drills are {sorted(DRILLS)}")
     return chosen
 
 
@@ -158,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
             raise
         ctx.refresh_url()
         log(f"stack up in {time.monotonic() - t_up:.1f}s, api at {ctx.api_url}")
-        for number in ORDER:
+        for number in [*ORDER, *sorted(set(DRILLS) - set(ORDER))]:
             if number in args.only and number != 4:
                 results.append(_run_one(number, ctx))
     finally:

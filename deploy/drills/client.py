@@ -26,13 +26,22 @@ from __future__ import annotations
 import json
 import select
 import socket
+import ssl
 import time
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 from urllib.parse import urlsplit
 
-__all__ = ["MISSES", "Connection", "Outcome", "Result", "request_once", "split_url"]
+__all__ = [
+    "MISSES",
+    "Connection",
+    "Outcome",
+    "Result",
+    "request_once",
+    "split_url",
+    "tls_context",
+]
 
 
 class Outcome(StrEnum):
@@ -80,9 +89,18 @@ class Result:
 
 def split_url(url: str) -> tuple[str, int]:
     parts = urlsplit(url)
-    if parts.scheme != "http" or not parts.hostname:
-        raise ValueError(f"need an http://host[:port] URL, got {url!r}")
-    return parts.hostname, parts.port or 80
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"need an http(s)://host[:port] URL, got {url!r}")
+    return parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)
+
+
+def tls_context(url: str, ca_file: str | None = None) -> ssl.SSLContext | None:
+    """For an https:// URL: a verifying client context (trusting ca_file when given)."""
+    if not url.startswith("https://"):
+        return None
+    context = ssl.create_default_context(cafile=ca_file)
+    context.set_alpn_protocols(["http/1.1"])  # this client speaks HTTP/1.1 only
+    return context
 
 
 def _describe(exc: BaseException) -> str:
@@ -117,8 +135,11 @@ class Connection:
         timeout: float = 30.0,
         keep_alive: bool = True,
         host_header: str | None = None,
+        tls: ssl.SSLContext | None = None,
+        server_name: str | None = None,
     ) -> None:
         self.host, self.port = host, port
+        self.tls, self.server_name = tls, server_name or host
         self.connect_timeout, self.timeout = connect_timeout, timeout
         self.keep_alive = keep_alive
         self.host_header = host_header or f"{host}:{port}"
@@ -164,9 +185,12 @@ class Connection:
                 self.sock = socket.create_connection(
                     (self.host, self.port), timeout=self.connect_timeout
                 )
-            except OSError as exc:  # includes gaierror and connect timeouts
+                self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                if self.tls is not None:  # a failed handshake: the request was never sent
+                    self.sock = self.tls.wrap_socket(self.sock, server_hostname=self.server_name)
+            except OSError as exc:  # includes gaierror, connect timeouts, TLS handshake errors
+                self.close()
                 return done(Outcome.NOT_SENT, error=_describe(exc), fresh=True)
-            self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             self.opened += 1
             fresh = True
         sock = self.sock
@@ -263,12 +287,14 @@ def request_once(
     body: Any = None,
     headers: dict[str, str] | None = None,
     timeout: float = 10.0,
+    ca_file: str | None = None,
 ) -> Result:
     """One request on its own connection (``Connection: close``)."""
     host, port = split_url(url)
     conn = Connection(
-        host, port, timeout=timeout, connect_timeout=min(timeout, 3.0), keep_alive=False
-    )
+        host, port, timeout=timeout, connect_timeout=min(timeout, 3.0), keep_alive=False,
+        tls=tls_context(url, ca_file),
+    )  # fmt: skip
     try:
         return conn.request(method, path, body, headers)
     finally:

@@ -5,14 +5,16 @@ from __future__ import annotations
 import json
 import math
 import re
+import subprocess
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from drills.client import MISSES, Outcome
-from drills.stack import NetworkLoad, Stack, log
+from drills.client import MISSES, Outcome, request_once
+from drills.stack import DrillError, NetworkLoad, Stack, log
 
 
 @dataclass
@@ -70,6 +72,12 @@ class Request:
     hero_id: int | None
     json_ok: bool
     snippet: str
+    op: str = "POST"  # POST | GET | LIST | PATCH (drills.load.OPS)
+    age: int | None = None  # the age written (POST, PATCH)
+
+    @property
+    def is_read(self) -> bool:
+        return self.op in ("GET", "LIST")
 
 
 @dataclass(frozen=True)
@@ -99,7 +107,13 @@ class LoadRun:
 
     @property
     def acked(self) -> set[str]:
-        return {r.name for r in self.requests if r.outcome is Outcome.OK}
+        """Names of the heroes whose creation (POST) was acknowledged."""
+        return {r.name for r in self.requests if r.outcome is Outcome.OK and r.op == "POST"}
+
+    @property
+    def failed(self) -> list[Request]:
+        """Everything that was not a 2xx answer: what a client of the proxy counts as failed."""
+        return [r for r in self.requests if r.outcome is not Outcome.OK]
 
     @property
     def misses(self) -> list[Request]:
@@ -142,23 +156,45 @@ def percentile(values: Iterable[float], q: float) -> float:
     return data[index]
 
 
-def db_names(stack: Stack, prefix: str) -> set[str]:
+def db_ages(stack: Stack, prefix: str) -> dict[str, int | None]:
+    """name -> age of this prefix's heroes in the database."""
     if not re.fullmatch(r"[a-z0-9-]+", prefix):  # built by the drills; checked all the same
         raise ValueError(f"unsafe prefix {prefix!r}")
-    return set(stack.psql(f"SELECT name FROM hero WHERE name LIKE '{prefix}-%'"))  # noqa: S608
+    rows = stack.psql(
+        f"SELECT name || '|' || coalesce(age::text, '') FROM hero WHERE name LIKE '{prefix}-%'"  # noqa: S608
+    )
+    out: dict[str, int | None] = {}
+    for row in rows:
+        name, _, age = row.rpartition("|")
+        out[name] = int(age) if age else None
+    return out
 
 
 def check_persistence(result: DrillResult, stack: Stack, run: LoadRun, prefix: str) -> None:
-    """Every acknowledged write is in the database; report writes committed without an ack."""
-    stored = db_names(stack, prefix)
+    """Every acknowledged write is readable: each acknowledged POST's hero is in the database,
+    and where a hero's last PATCH was acknowledged, the database holds the age it wrote. Writes
+    committed without an acknowledgement are reported."""
+    stored = db_ages(stack, prefix)
     acked = run.acked
-    lost = acked - stored
+    lost = acked - set(stored)
+    last_patch: dict[str, Request] = {}
+    for r in sorted((r for r in run.requests if r.op == "PATCH"), key=lambda r: r.started):
+        last_patch[r.name] = r  # one client patches its own heroes one request at a time
+    patched = {n: r.age for n, r in last_patch.items() if r.outcome is Outcome.OK}
+    wrong = {n: (age, stored.get(n)) for n, age in patched.items() if stored.get(n) != age}
     result.figures.update(
-        acked=len(acked), in_db=len(stored & acked), lost=len(lost),
-        committed_unacked=len(stored - acked),
+        acked=len(acked), in_db=len(set(stored) & acked), lost=len(lost),
+        committed_unacked=len(set(stored) - acked),
+        patches_acked=sum(r.op == "PATCH" and r.outcome is Outcome.OK for r in run.requests),
+        patch_lost=len(wrong),
     )  # fmt: skip
     result.expect(
         not lost, f"{len(lost)} acknowledged writes missing from the database: {sorted(lost)[:5]}"
+    )
+    result.expect(
+        not wrong,
+        f"{len(wrong)} acknowledged PATCHes not in the database (sent, stored): "
+        f"{list(wrong.items())[:5]}",
     )
 
 
@@ -192,11 +228,19 @@ def wait_for(predicate: Any, timeout: float, interval: float = 0.2) -> float | N
 
 
 @contextmanager
-def warmed_load(ctx: Context, prefix: str, poll_interval: float = 0.0) -> Iterator[NetworkLoad]:
-    """The write load of a drill, started and warmed up; killed if the drill fails midway."""
+def warmed_load(
+    ctx: Context,
+    prefix: str,
+    poll_interval: float = 0.0,
+    url: str | None = None,
+    ca_file: Path | None = None,
+) -> Iterator[NetworkLoad]:
+    """The mixed load of a drill (through the proxy's published port unless ``url``), started
+    and warmed up; killed if the drill fails midway."""
     load = ctx.stack.start_load(
-        prefix, ctx.clients, poll_interval=poll_interval, keep_alive=ctx.keep_alive
-    )
+        prefix, url or ctx.api_url, ctx.clients, poll_interval=poll_interval,
+        keep_alive=ctx.keep_alive, ca_file=ca_file,
+    )  # fmt: skip
     try:
         load.wait_started()
         time.sleep(ctx.warmup)
@@ -204,3 +248,85 @@ def warmed_load(ctx: Context, prefix: str, poll_interval: float = 0.0) -> Iterat
     except BaseException:
         load.kill()
         raise
+
+
+#: Python for inside an api container: its established TCP connections on port 8000 (all, or those
+#: whose socket inode is in ``inodes``). HTTP/1.1 without pipelining: each holds at most one
+#: request, so the count bounds the requests in flight.
+ESTABLISHED_8000 = """
+def established_8000(inodes=None):
+    held = 0
+    for table in ('/proc/net/tcp', '/proc/net/tcp6'):
+        try:
+            rows = open(table).read().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            f = row.split()
+            if f[3] == '01' and int(f[1].rsplit(':', 1)[1], 16) == 8000:
+                if inodes is None or f[9] in inodes:
+                    held += 1
+    return held
+"""
+
+
+# --- replicas behind the proxy ----------------------------------------------------------------
+
+
+def proxy_slots(stack: Stack, container: str) -> set[str]:
+    """The api backend's server slots that hold this container's address (now)."""
+    addresses = stack.addresses(container)
+    return {s["name"] for s in stack.proxy_servers() if s["addr"] in addresses}
+
+
+def proxy_marked_down(stack: Stack, since: float, slots: set[str]) -> float | None:
+    """When HAProxy logged one of these api server slots DOWN (first time since ``since``)."""
+    for t, text in stack.log_lines("proxy", since=since):
+        if " is DOWN" in text and any(f"api/{slot} " in text for slot in slots):
+            return t
+    return None
+
+
+LIVE = (
+    "import json, urllib.request as r; "
+    "print(json.load(r.urlopen('http://127.0.0.1:8000/health/live', timeout=5))['revision'])"
+)
+
+
+def replica_revisions(stack: Stack) -> dict[str, str]:
+    """container id (short) -> the revision its /health/live reports, for every running replica."""
+    return {c[:12]: stack.exec_in(c, "python", "-c", LIVE).strip() for c in stack.containers("api")}
+
+
+def proxied_revisions(url: str, n: int = 20) -> list[str]:
+    """The revision /health/live reports through the proxy, n times (new connection each)."""
+    out = []
+    for _ in range(n):
+        r = request_once(url, "GET", "/health/live", timeout=5)
+        out.append(str(r.json().get("revision")) if r.outcome is Outcome.OK else r.outcome.value)
+    return out
+
+
+def derived_image(stack: Stack, tag: str, *instructions: str) -> str:
+    """``FROM <the stack's image>`` plus instructions, built now (legacy builder, from stdin)."""
+    dockerfile = "\n".join([f"FROM {stack.image}", *instructions]) + "\n"
+    proc = subprocess.run(
+        ["docker", "build", "-q", "-t", tag, "-"], input=dockerfile, capture_output=True,
+        text=True, timeout=120, check=False,
+    )  # fmt: skip
+    if proc.returncode != 0:
+        raise DrillError(f"docker build {tag} failed: {proc.stderr.strip()[-500:]}")
+    return tag
+
+
+def rollout(stack: Stack, image: str, timeout: float = 300, **env: str) -> tuple[int, str, float]:
+    """deploy/scripts/rollout.sh IMAGE as a user runs it (COMPOSE_PROJECT_NAME, COMPOSE_FILE):
+    exit status, stderr, seconds."""
+    t0 = time.monotonic()
+    proc = subprocess.run(
+        [str(stack.root / "deploy" / "scripts" / "rollout.sh"), image],
+        cwd=stack.root, capture_output=True, text=True, timeout=timeout, check=False,
+        env={**stack.env, "COMPOSE_PROJECT_NAME": stack.project,
+             "COMPOSE_FILE": ":".join(stack.files), **env},
+    )  # fmt: skip
+    return proc.returncode, proc.stderr, time.monotonic() - t0

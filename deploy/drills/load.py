@@ -1,12 +1,15 @@
-"""Closed-loop write load with per-request accounting, plus health polling (stdlib only).
+"""Closed-loop mixed load with per-request accounting, plus health polling (stdlib only).
 
-Every client thread POSTs heroes with unique names (``<prefix>-<client>-<seq>``) on its own
-keep-alive connection, as fast as the API answers, and records the outcome of every request
-(drills.client). Optional pollers GET /health/ready and /health/live on fresh connections.
+Every client thread runs, on its own keep-alive connection and as fast as the API answers, a
+cycle of POST (a hero with a unique name, ``<prefix>-<client>-<seq>``), GET one of the heroes it
+created, GET a list page, and PATCH the age of one of its heroes; it records the outcome of every
+request (drills.client). A client's PATCHes of one hero are sequential, so the last acknowledged
+one is what the database must hold. Optional pollers GET /health/ready and /health/live on fresh
+connections.
 
-Used in-process by the drills, or in a container on the compose network, with a line protocol::
+Run as a process by the drills (drills.stack.Stack.start_load), with a line protocol::
 
-    python -m drills.load --url http://api:8000 --clients 32 --prefix d1-x --token-file F
+    python -m drills.load --url http://127.0.0.1:8000 --clients 32 --prefix d1-x --token-file F
     -> {"event": "started", ...}      (one JSON line, once every client runs)
     <- any line on stdin (or EOF)     stop
     -> {"event": "result", ...}       (one JSON line: every request and poll, see ``run``)
@@ -16,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import random
 import socket
 import sys
 import threading
@@ -26,11 +30,15 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from drills.client import Connection, Outcome, Result, split_url
+from drills.client import Connection, Outcome, Result, split_url, tls_context
 
 # One request in the result: a list, to keep the JSON small.
-# [name, outcome, status, started, sent, ended, latency, fresh, error, hero_id, json_ok, snippet]
+# [name, outcome, status, started, sent, ended, latency, fresh, error, hero_id, json_ok, snippet,
+#  op, age]: name = the hero created or targeted ("" for a list), op = POST | GET | LIST | PATCH,
+#  age = the age written (POST, PATCH).
 Row = list[Any]
+#: One client's cycle.
+OPS = ("POST", "GET", "LIST", "PATCH")
 
 
 @dataclass(frozen=True)
@@ -45,14 +53,16 @@ class LoadConfig:
     timeout: float = 30.0
     keep_alive: bool = True
     pause_after_not_sent: float = 0.05
+    ca_file: str | None = None
 
 
-def _row(name: str, r: Result) -> Row:
+def _row(name: str, r: Result, op: str = "POST", age: int | None = None) -> Row:
     hero_id = None
     snippet = ""
     if r.outcome is Outcome.OK:
         try:
-            hero_id = r.json().get("id")
+            data = r.json()
+            hero_id = data.get("id") if isinstance(data, dict) else None
         except ValueError:
             snippet = r.body[:200].decode("utf-8", "replace")
     elif r.body:
@@ -70,6 +80,8 @@ def _row(name: str, r: Result) -> Row:
         hero_id,
         r.is_json,
         snippet,
+        op,
+        age,
     ]
 
 
@@ -97,6 +109,7 @@ def run(
     # the drills measure Docker's embedded DNS under load (it answers EAI_AGAIN at times) and
     # not the api. The api keeps its address for a whole drill (stopped, never recreated).
     address = resolve(host, port)
+    tls = tls_context(config.url, config.ca_file)
     headers = {"Authorization": f"Bearer {config.token}"} if config.token else {}
     rows: list[list[Row]] = [[] for _ in range(config.clients)]
     polls: list[Row] = []
@@ -111,22 +124,46 @@ def run(
             timeout=config.timeout,
             keep_alive=config.keep_alive,
             host_header=f"{host}:{port}",
+            tls=tls,
+            server_name=host,
         )
         conns.append(conn)
         out = rows[cid]
+        mine: list[tuple[int, str]] = []  # (id, name) of the heroes this client created
+        pick = random.Random(cid)  # a load pattern, not a secret
         seq = 0
         while not stop.is_set() and time.monotonic() < deadline:
             seq += 1
-            name = f"{config.prefix}-{cid}-{seq}"
-            body = {"name": name, "secret_name": f"s-{name}", "age": seq % 100}
-            result = conn.request("POST", "/heroes/", body, headers)
-            out.append(_row(name, result))
+            op = OPS[seq % len(OPS)] if mine else "POST"
+            if op == "POST":
+                name, age = f"{config.prefix}-{cid}-{seq}", seq % 100
+                body = {"name": name, "secret_name": f"s-{name}", "age": age}
+                result = conn.request("POST", "/heroes/", body, headers)
+                row = _row(name, result, op, age)
+                if result.outcome is Outcome.OK and row[9] is not None:
+                    mine.append((int(row[9]), name))
+            elif op == "LIST":
+                result = conn.request("GET", "/heroes/?limit=10", None, headers)
+                row = _row("", result, op)
+            else:
+                hero_id, name = pick.choice(mine)
+                if op == "GET":
+                    result = conn.request("GET", f"/heroes/{hero_id}", None, headers)
+                    row = _row(name, result, op)
+                else:
+                    age = (seq * 7) % 100
+                    result = conn.request("PATCH", f"/heroes/{hero_id}", {"age": age}, headers)
+                    row = _row(name, result, op, age)
+            out.append(row)
             if result.outcome is Outcome.NOT_SENT:
                 stop.wait(config.pause_after_not_sent)
         conn.close()
 
     def poller(path: str) -> None:
-        conn = Connection(address, port, timeout=5.0, keep_alive=False, host_header=host)
+        conn = Connection(
+            address, port, timeout=5.0, keep_alive=False, host_header=host, tls=tls,
+            server_name=host,
+        )  # fmt: skip
         while not stop.is_set() and time.monotonic() < deadline:
             r = conn.request("GET", path)
             conn.close()
@@ -181,6 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--connect-timeout", type=float, default=1.0)
     parser.add_argument("--timeout", type=float, default=30.0)
     parser.add_argument("--no-keep-alive", action="store_true")
+    parser.add_argument("--ca-file", help="CA to trust for an https:// URL")
     args = parser.parse_args(argv)
     token = None
     if args.token_file:
@@ -195,6 +233,7 @@ def main(argv: list[str] | None = None) -> int:
         connect_timeout=args.connect_timeout,
         timeout=args.timeout,
         keep_alive=not args.no_keep_alive,
+        ca_file=args.ca_file,
     )
     stop = threading.Event()
 

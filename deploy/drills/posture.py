@@ -1,10 +1,11 @@
 """Drill 7: container posture, from ``docker inspect`` (and /proc inside the api container).
 
-Pass, for the api (and, where it applies, the one-shot migrate) container: non-root user in the
-config and for every process at run time, read-only root filesystem, all capabilities dropped and
-none added, no-new-privileges, not privileged, memory and pids limits; the api has a healthcheck
-and is healthy; no secret value (database password, API tokens) in any container's environment,
-only *_FILE paths.
+Pass, for every api replica, the proxy and (where it applies) the one-shot migrate container:
+non-root user in the config and for every process at run time, read-only root filesystem, all
+capabilities dropped and none added, no-new-privileges, not privileged, memory and pids limits;
+the api and the proxy have a healthcheck and are healthy; no secret value (database password,
+API tokens) in any container's environment, only *_FILE paths. Only the proxy's HTTP port is
+published (not its stats/exporter port, no api port).
 """
 
 from __future__ import annotations
@@ -31,6 +32,11 @@ for d in os.listdir('/proc'):
         uids[d] = [int(x) for x in fields['Uid'].split()] + [int(x) for x in fields['Gid'].split()]
 print(json.dumps(uids))
 """
+#: The same for the proxy container (no Python there; bash reads /proc).
+PROXY_UIDS = (
+    'for f in /proc/[0-9]*/status; do d=${f#/proc/}; echo "${d%/status} '
+    '$(grep -E "^(Uid|Gid):" "$f" | cut -f2- | tr "\\t\\n" "  ")"; done'
+)
 
 
 def _env(info: dict[str, Any]) -> dict[str, str]:
@@ -66,28 +72,57 @@ def _check(result: DrillResult, label: str, info: dict[str, Any], secrets: list[
     )
 
 
+def _published(info: dict[str, Any]) -> list[str]:
+    return sorted(k for k, v in (info["HostConfig"].get("PortBindings") or {}).items() if v)
+
+
+def _healthy(result: DrillResult, label: str, info: dict[str, Any]) -> None:
+    test = (info["Config"].get("Healthcheck") or {}).get("Test") or []
+    result.expect(bool(test) and test[0] != "NONE", f"{label}: no healthcheck")
+    status = (info["State"].get("Health") or {}).get("Status")
+    result.expect(status == "healthy", f"{label}: health status {status}")
+
+
 def run(ctx: Context) -> DrillResult:
-    result = DrillResult(7, TITLE)
+    result = DrillResult(7, TITLE, services=("api", "proxy"))
     stack = ctx.stack
     root = stack.root
     secret_values = [
         (root / "deploy" / "secrets" / "dev-db-password.txt").read_text().strip(),
         *stack.tokens(),
     ]
-    api = stack.inspect(stack.container("api"))
+    replicas = [stack.inspect(c) for c in stack.containers("api")]
+    api = replicas[0]
+    proxy = stack.inspect(stack.container("proxy"))
     migrate = stack.inspect(stack.container("migrate"))
-    _check(result, "api", api, secret_values)
+    for i, replica in enumerate(replicas, 1):
+        _check(result, f"api #{i}", replica, secret_values)
+        _healthy(result, f"api #{i}", replica)
+    _check(result, "proxy", proxy, secret_values)
+    _healthy(result, "proxy", proxy)
     _check(result, "migrate", migrate, secret_values)
-
-    health = api["Config"].get("Healthcheck") or {}
-    test = health.get("Test") or []
-    result.expect(bool(test) and test[0] != "NONE", "api: no healthcheck")
+    test = (api["Config"].get("Healthcheck") or {}).get("Test") or []
     status = (api["State"].get("Health") or {}).get("Status")
-    result.expect(status == "healthy", f"api: health status {status}")
 
     uids: dict[str, list[int]] = json.loads(stack.exec_python("api", UIDS))
     ids = sorted({i for v in uids.values() for i in v})
     result.expect(bool(uids) and 0 not in ids, f"api: a process runs with uid/gid 0: {uids}")
+    proxy_uids = {
+        line.split()[0]: [int(x) for x in line.split()[1:]]
+        for line in stack.exec_in(proxy["Id"], "bash", "-c", PROXY_UIDS).splitlines()
+        if len(line.split()) > 1
+    }
+    proxy_ids = sorted({i for v in proxy_uids.values() for i in v})
+    result.expect(
+        bool(proxy_uids) and 0 not in proxy_ids,
+        f"proxy: a process runs with uid/gid 0: {proxy_uids}",
+    )
+    published = {c["Name"].lstrip("/"): _published(c) for c in [*replicas, proxy]}
+    result.expect(
+        published.pop(proxy["Name"].lstrip("/")) == ["8080/tcp"],
+        "proxy: publishes more or other than its HTTP port 8080",
+    )
+    result.expect(not any(published.values()), f"api replicas publish ports: {published}")
 
     host = api["HostConfig"]
     result.figures.update(
@@ -102,16 +137,24 @@ def run(ctx: Context) -> DrillResult:
         cpus=(host.get("NanoCpus") or 0) / 1e9,
         healthcheck=" ".join(test)[:80],
         health=status,
+        replicas=len(replicas),
+        proxy_user=proxy["Config"].get("User"),
+        proxy_runtime_ids=proxy_ids,
+        proxy_memory_mb=int(proxy["HostConfig"].get("Memory") or 0) // 2**20,
+        proxy_pids_limit=proxy["HostConfig"].get("PidsLimit"),
         env_secret_values=0 if result.passed else None,
         migrate_checked=True,
     )
     f = result.figures
     result.summary = (
-        f"user {f['user']} (processes: uid/gid {ids}), read-only rootfs {f['read_only']}, "
-        f"cap_drop {f['cap_drop']}, {','.join(f['security_opt'] or [])}, mem {f['memory_mb']} MiB, "
-        f"pids {f['pids_limit']}, cpus {f['cpus']:g}, healthcheck {f['health']}, "
-        f"secret values in env: none (api, migrate)"
+        f"{f['replicas']} api replicas: user {f['user']} (processes: uid/gid {ids}), read-only "
+        f"rootfs {f['read_only']}, cap_drop {f['cap_drop']}, {','.join(f['security_opt'] or [])}, "
+        f"mem {f['memory_mb']} MiB, pids {f['pids_limit']}, cpus {f['cpus']:g}, healthcheck "
+        f"{f['health']}, no published port; proxy: user {f['proxy_user']} (processes: uid/gid "
+        f"{proxy_ids}), same hardening, mem {f['proxy_memory_mb']} MiB, pids "
+        f"{f['proxy_pids_limit']}, healthy, only :8080 published (stats/exporter not); "
+        f"secret values in env: none (api, proxy, migrate)"
     )
     if not result.passed:
-        result.summary = result.summary.replace("none (api, migrate)", "see failures")
+        result.summary = result.summary.replace("none (api, proxy, migrate)", "see failures")
     return result

@@ -81,9 +81,23 @@ class Stack:
             raise DrillError(f"docker {args[0]} exited {proc.returncode}: {proc.stderr.strip()}")
         return proc
 
-    def container(self, service: str, *, stopped: bool = True) -> str:
+    def containers(self, service: str, *, stopped: bool = False) -> list[str]:
+        """The service's container ids, lowest replica number first."""
         flags = ["ps", "-a", "-q", service] if stopped else ["ps", "-q", service]
         ids = self.compose(*flags).stdout.split()
+        if not ids:
+            return []
+        numbers = self.docker(
+            "inspect", "-f", '{{index .Config.Labels "com.docker.compose.container-number"}}', *ids
+        ).stdout.split()
+        return [i for _, i in sorted(zip((int(n) for n in numbers), ids, strict=True))]
+
+    def container(self, service: str, *, stopped: bool = True) -> str:
+        """The service's running container with the lowest replica number (any container when
+        none runs and ``stopped``)."""
+        ids = self.containers(service) or (
+            self.containers(service, stopped=True) if stopped else []
+        )
         if not ids:
             raise DrillError(f"no container for service {service}")
         return ids[0]
@@ -96,12 +110,45 @@ class Stack:
         networks = self.inspect(self.container("db"))["NetworkSettings"]["Networks"]
         return str(next(iter(networks)))
 
-    def url(self, service: str = "api") -> str:
-        hostport = self.compose("port", service, "8000").stdout.strip()
-        return f"http://{hostport}"
+    def url(self, service: str = "proxy", port: int = 8080, scheme: str = "http") -> str:
+        """The published address of a service's port (the proxy's HTTP listener by default)."""
+        hostport = self.compose("port", service, str(port)).stdout.strip()
+        return f"{scheme}://{hostport}"
 
     def exec_python(self, service: str, code: str, timeout: float = 30) -> str:
-        return self.compose("exec", "-T", service, "python", "-c", code, timeout=timeout).stdout
+        """Python in the service's first container (see ``container``)."""
+        return self.exec_in(self.container(service), "python", "-c", code, timeout=timeout)
+
+    def exec_in(self, container: str, *argv: str, timeout: float = 30) -> str:
+        return self.docker("exec", "-i", container, *argv, timeout=timeout).stdout
+
+    def haproxy(self, command: str) -> str:
+        """One command on HAProxy's runtime API (loopback of the proxy container)."""
+        script = 'exec 3<>/dev/tcp/127.0.0.1/9999 && printf "%s\\n" "$1" >&3 && cat <&3'
+        return self.docker(
+            "exec", self.container("proxy"), "bash", "-c", script, "_", command
+        ).stdout
+
+    def proxy_servers(self, backend: str = "api") -> list[dict[str, str]]:
+        """HAProxy's server slots of a backend: name, addr, op_state (2 = up), admin_state."""
+        rows = []
+        for line in self.haproxy(f"show servers state {backend}").splitlines():
+            f = line.split()
+            if len(f) > 7 and f[0].isdigit():
+                rows.append({"name": f[3], "addr": f[4], "op_state": f[5], "admin_state": f[6]})
+        return rows
+
+    def addresses(self, container: str) -> set[str]:
+        networks = self.inspect(container)["NetworkSettings"]["Networks"]
+        return {str(n["IPAddress"]) for n in networks.values() if n.get("IPAddress")}
+
+    def routed(self, container: str) -> bool:
+        """Whether the proxy sends traffic to this container (its slot is up, not in maint)."""
+        addrs = self.addresses(container)
+        return any(
+            s["addr"] in addrs and s["op_state"] == "2" and s["admin_state"] == "0"
+            for s in self.proxy_servers()
+        )
 
     def psql(self, sql: str) -> list[str]:
         out = self.compose(
@@ -115,9 +162,13 @@ class Stack:
         )
         return proc.stdout + proc.stderr
 
-    def log_events(self, service: str, since: float) -> list[dict[str, Any]]:
-        """The service's JSON log records since a wall-clock time, each with its epoch in "t"."""
-        proc = self.docker("logs", "--since", f"{since - 1:.3f}", self.container(service))
+    def log_events(
+        self, service: str, since: float, container: str | None = None
+    ) -> list[dict[str, Any]]:
+        """The JSON log records of a container (default: the service's first) since a wall-clock
+        time, each with its epoch in "t"."""
+        target = container or self.container(service)
+        proc = self.docker("logs", "--since", f"{since - 1:.3f}", target)
         events = []
         for line in (proc.stdout + proc.stderr).splitlines():
             try:
@@ -130,11 +181,13 @@ class Stack:
                 events.append(event)
         return sorted(events, key=lambda e: float(e["t"]))
 
-    def log_lines(self, service: str, since: float) -> list[tuple[float, str]]:
-        """The service's raw log lines since a wall-clock time, with Docker's timestamps."""
-        proc = self.docker(
-            "logs", "--timestamps", "--since", f"{since - 1:.3f}", self.container(service)
-        )
+    def log_lines(
+        self, service: str, since: float, container: str | None = None
+    ) -> list[tuple[float, str]]:
+        """A container's (default: the service's first) raw log lines since a wall-clock time,
+        with Docker's timestamps."""
+        target = container or self.container(service)
+        proc = self.docker("logs", "--timestamps", "--since", f"{since - 1:.3f}", target)
         lines = []
         for line in (proc.stdout + proc.stderr).splitlines():
             stamp, _, text = line.partition(" ")
@@ -159,41 +212,38 @@ class Stack:
             time.sleep(0.1)
         raise DrillError(f"{url} not ready after {timeout:.0f}s")
 
-    # --- load from a container on the compose network -----------------------------------------
+    # --- load from the host, through the proxy's published port --------------------------------
     def start_load(
         self,
         prefix: str,
+        url: str | None = None,
         clients: int = 32,
         poll_interval: float = 0.0,
-        max_seconds: float = 90,
+        max_seconds: float = 120,
         keep_alive: bool = True,
+        ca_file: Path | None = None,
     ) -> NetworkLoad:
-        """The load generator (drills.load) in a container next to the api: no docker-proxy
-        between client and server, so every connection the client sees is the api's own."""
-        name = f"{self.project}-load-{prefix}"
+        """The load generator (drills.load) as a process on the host, against ``url`` (default: the
+        proxy's published port): what a user of the stack sees (HAProxy behind docker-proxy)."""
         cmd = [
-            "docker", "run", "--rm", "-i", "--name", name,
-            "--network", self.network(),
-            "--user", "10001:10001", "--read-only", "--cap-drop", "ALL",
-            "--security-opt", "no-new-privileges:true",
-            "--label", f"com.docker.compose.project={self.project}",
-            "-v", f"{self.root / 'deploy' / 'drills'}:/opt/drills/drills:ro",
-            "-v", f"{self.tokens_file}:/run/secrets/api_tokens:ro",
-            "-e", "PYTHONPATH=/opt/drills", "-e", "PYTHONDONTWRITEBYTECODE=1",
-            "--entrypoint", "python", self.image,
-            "-m", "drills.load", "--url", "http://api:8000",
+            sys.executable, "-m", "drills.load", "--url", url or self.url(),
             "--clients", str(clients), "--prefix", prefix,
-            "--token-file", "/run/secrets/api_tokens",
+            "--token-file", str(self.tokens_file),
             "--poll-interval", str(poll_interval), "--max-seconds", str(max_seconds),
             *([] if keep_alive else ["--no-keep-alive"]),
+            *([] if ca_file is None else ["--ca-file", str(ca_file)]),
         ]  # fmt: skip
+        env = {**os.environ, "PYTHONPATH": str(self.root / "deploy")}
         return NetworkLoad(
-            name, subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+            f"load-{prefix}",
+            subprocess.Popen(
+                cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env
+            ),
         )
 
 
 class NetworkLoad:
-    """A running ``python -m drills.load`` container (see drills.load for the line protocol)."""
+    """A running ``python -m drills.load`` process (see drills.load for the line protocol)."""
 
     def __init__(self, name: str, proc: subprocess.Popen[str]) -> None:
         self.name, self.proc = name, proc
@@ -212,11 +262,9 @@ class NetworkLoad:
             line = self._lines.get(timeout=timeout)
         except queue.Empty:
             self.kill()
-            raise DrillError(
-                f"load container {self.name} did not start in {timeout:.0f}s"
-            ) from None
+            raise DrillError(f"load {self.name} did not start in {timeout:.0f}s") from None
         if line is None:
-            raise DrillError(f"load container {self.name} exited early ({self.proc.wait()})")
+            raise DrillError(f"load {self.name} exited early ({self.proc.wait()})")
         self.started_at = float(json.loads(line)["t"])
         return self.started_at
 
@@ -233,14 +281,14 @@ class NetworkLoad:
                 line = self._lines.get(timeout=max(0.1, deadline - time.monotonic()))
             except queue.Empty:
                 self.kill()
-                raise DrillError(f"load container {self.name} did not report in time") from None
+                raise DrillError(f"load {self.name} did not report in time") from None
             if line is None:
-                raise DrillError(f"load container {self.name} exited {self.proc.wait()} early")
+                raise DrillError(f"load {self.name} exited {self.proc.wait()} early")
             data: dict[str, Any] = json.loads(line)
             if data.get("event") == "result":
                 self.proc.wait(timeout=30)
                 return data
 
     def kill(self) -> None:
-        subprocess.run(["docker", "rm", "-f", self.name], capture_output=True, check=False)
+        self.proc.kill()  # our own child, by its pid
         self.proc.wait(timeout=30)

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Build the image, lint the Dockerfile, start the whole compose stack (db, migrate, api) under a
-# unique project name on a free loopback port, and prove it over HTTP and with docker inspect:
-# CRUD without secret_name, /docs, migrate exited 0, two concurrent migrations both succeed,
-# non-root + read-only root fs, graceful stop (drain, exit 0, well under stop_grace_period),
-# data survives an api restart. Always `down -v` at the end; prints the logs on failure.
+# Build the image, lint the Dockerfile, start the whole compose stack (db, migrate, two api
+# replicas behind the HAProxy proxy) under a unique project name on a free loopback port, and prove
+# it over HTTP through the proxy and with docker inspect: CRUD without secret_name, /docs, both
+# replicas answer and report the build, one request id in the proxy's and the api's JSON logs,
+# migrate exited 0, two concurrent migrations both succeed, non-root + read-only root fs (api and
+# proxy), graceful stop (drain, exit 0, well under stop_grace_period), data survives a restart. Always `down -v` at the end; prints the logs on failure.
 #
 # Environment: HEROES_IMAGE (default heroes:local), SMOKE_BUILD=0 to use an already built/loaded
 # image, SMOKE_PORT (default 0 = a free port), SMOKE_PROJECT (default heroes-smoke-<pid>-<time>).
@@ -56,9 +57,9 @@ t=$(now)
 "${compose[@]}" up -d --wait --wait-timeout 180
 up_s=$(since "$t")
 
-api_url() { echo "http://$("${compose[@]}" port api 8000)"; }
+api_url() { echo "http://$("${compose[@]}" port proxy 8080)"; }
 base=$(api_url)
-echo "api at $base"
+echo "api (through the proxy) at $base"
 
 step "migrate exited 0"
 migrate_id=$("${compose[@]}" ps -a -q migrate)
@@ -72,8 +73,60 @@ kept=$(sed -n 's/^KEPT_ID=//p' "${TMPDIR:-/tmp}/$project.crud")
 rm -f "${TMPDIR:-/tmp}/$project.crud"
 [ -n "$kept" ] || fail "smoke.py printed no KEPT_ID"
 
+step "through the proxy: both replicas, their build, one request id in both logs"
+mapfile -t api_ids < <("${compose[@]}" ps -q api)
+[ "${#api_ids[@]}" = 2 ] || fail "want 2 api replicas, found ${#api_ids[@]}"
+rid=smoke-$$-$(date +%s)
+# The revision the image was built with (its OCI label): /health/live must report that one.
+revision=$(docker image inspect -f '{{ index .Config.Labels "org.opencontainers.image.revision" }}' "$HEROES_IMAGE")
+"$py" - "$base" "$rid" "$revision" <<'PY'
+import json, sys, urllib.request
+base, rid, revision = sys.argv[1:]
+seen = set()
+for i in range(20):
+    req = urllib.request.Request(f"{base}/health/live", headers={"X-Request-ID": f"{rid}-{i}"})
+    with urllib.request.urlopen(req, timeout=10) as response:
+        body = json.load(response)
+        assert response.headers["X-Request-ID"] == f"{rid}-{i}", response.headers
+    assert body["revision"] == revision, body
+    seen.add(response.headers.get("X-Request-ID"))
+for _ in range(20):
+    with urllib.request.urlopen(f"{base}/heroes/?limit=1", timeout=10) as response:
+        made = response.headers["X-Request-ID"]
+assert made and len(made) == 36, made  # the proxy made one (a UUID) for a client that sent none
+print(f"ok   20 answers with revision {revision}, request ids echoed; proxy-made id {made}")
+PY
+logged() {  # service, request id: its JSON log has that id (log lines arrive a moment later)
+  local _
+  for _ in $(seq 50); do
+    # grep reads everything (no -q): an early exit would SIGPIPE compose, failing the pipeline
+    "${compose[@]}" logs --no-color "$1" | grep "\"request_id\":\"$2\"" >/dev/null && return 0
+    sleep 0.1
+  done
+  return 1
+}
+logged proxy "$rid-1" || fail "request id not in the proxy's log"
+"$py" - "$base" "$rid" <<'PY'
+import sys, urllib.request
+base, rid = sys.argv[1:]
+req = urllib.request.Request(f"{base}/heroes/?limit=2", headers={"X-Request-ID": f"{rid}-list"})
+urllib.request.urlopen(req, timeout=10).read()
+PY
+logged proxy "$rid-list" || fail "request id not in the proxy's log"
+logged api "$rid-list" || fail "request id not in the api's log"
+for id in "${api_ids[@]}"; do
+  docker logs "$id" 2>&1 | grep '"logger":"heroes.access"' >/dev/null || fail "replica ${id:0:12} served nothing"
+done
+echo "ok   the same request id in the proxy's and the api's JSON log lines; both replicas served"
+
 step "hardening (docker inspect / exec)"
-api_id=$("${compose[@]}" ps -q api)
+proxy_id=$("${compose[@]}" ps -q proxy)
+read -r puser pro pcaps pnnp pports < <(docker inspect -f \
+  '{{.Config.User}} {{.HostConfig.ReadonlyRootfs}} {{.HostConfig.CapDrop}} {{.HostConfig.SecurityOpt}} {{len .HostConfig.PortBindings}}' "$proxy_id")
+echo "proxy: user=$puser read_only=$pro cap_drop=$pcaps security_opt=$pnnp published_ports=$pports"
+[ "$puser" = "99:99" ] && [ "$pro" = true ] && [ "$pcaps" = "[ALL]" ] && [[ "$pnnp" == *no-new-privileges* ]] && [ "$pports" = 1 ] ||
+  fail "proxy hardening"
+api_id=${api_ids[0]}
 read -r user ro caps nnp < <(docker inspect -f \
   '{{.Config.User}} {{.HostConfig.ReadonlyRootfs}} {{.HostConfig.CapDrop}} {{.HostConfig.SecurityOpt}}' "$api_id")
 echo "user=$user read_only=$ro cap_drop=$caps security_opt=$nnp"
@@ -113,11 +166,10 @@ stop_rc=$(docker inspect -f '{{.State.ExitCode}}' "$api_id")
 echo "api stopped in ${stop_s}s, exit code $stop_rc"
 [ "$stop_rc" = 0 ] || fail "api exited $stop_rc on SIGTERM (want 0: gunicorn drained and stopped cleanly)"
 awk -v s="$stop_s" 'BEGIN { exit !(s < 30) }' || fail "stop took ${stop_s}s: killed at stop_grace_period?"
-"${compose[@]}" logs --no-color api | grep -q "draining for" || fail "no drain phase in the api log"
+"${compose[@]}" logs --no-color api | grep "draining for" >/dev/null || fail "no drain phase in the api log"
 echo "ok   SIGTERM: drain phase logged, exit 0"
 t=$(now)
 "${compose[@]}" start api
-base=$(api_url)  # an ephemeral host port can change across a restart
 "$py" deploy/scripts/smoke.py "$base" wait --timeout 90
 restart_s=$(since "$t")
 "$py" deploy/scripts/smoke.py "$base" verify "$kept"

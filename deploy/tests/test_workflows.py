@@ -34,6 +34,7 @@ CONTRACT_SCRIPTS = {
     "actionlint.sh",
     "k8s-validate.sh",
     "compose-smoke.sh",
+    "bench-proxy.sh",
     "drills.sh",
     "bench.sh",
     "browser-test.sh",

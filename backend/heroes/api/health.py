@@ -7,6 +7,8 @@ import asyncio
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
+from heroes import __version__
+from heroes.config import Settings
 from heroes.db import DatabaseUnavailable, SchemaMissing, Session
 from heroes.lifecycle import is_draining
 from heroes.migrate import SchemaExpectation, current_revision
@@ -15,9 +17,12 @@ router = APIRouter(prefix="/health", tags=["health"])
 
 
 @router.get("/live")
-async def live() -> dict[str, str]:
-    """The process is up; checks no dependency, so a database outage never restarts the API."""
-    return {"status": "ok"}
+async def live(request: Request) -> dict[str, str]:
+    """The process is up; checks no dependency, so a database outage never restarts the API.
+    Also says which build answers (BUILD_VERSION / BUILD_REVISION, set in the image)."""
+    settings: Settings = request.app.state.settings
+    version = settings.build_version or __version__
+    return {"status": "ok", "version": version, "revision": settings.build_revision}
 
 
 def _unavailable(reason: str) -> JSONResponse:

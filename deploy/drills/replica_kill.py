@@ -1,0 +1,99 @@
+"""Drill 10: ``docker kill -s KILL`` of one api replica under the mixed load, through the proxy.
+
+Just before the kill the drill counts the replica's established connections on port 8000 (all
+from the proxy; HTTP/1.1 without pipelining, so each holds at most one request): that bounds
+"the requests in flight on it". Docker does not apply the restart policy to a ``docker kill``
+(a manual stop for the engine; a process that crashes or is OOM-killed is restarted), so the
+drill starts the container again at once, as the policy would after a crash.
+
+Pass: failed requests <= the connections the replica held, all of them sent before the kill,
+none of them a read (HAProxy retries a GET whose server died; it never replays a write); every
+acknowledged write readable; the replica back in rotation within 15 s of the kill.
+"""
+
+from __future__ import annotations
+
+import time
+
+from drills.client import Outcome
+from drills.common import (
+    ESTABLISHED_8000,
+    Context,
+    DrillResult,
+    LoadRun,
+    check_persistence,
+    describe,
+    wait_for,
+    warmed_load,
+)
+from drills.stack import Stack, log
+
+TITLE = "Replica killed (docker kill -s KILL) under load, through the proxy"
+BACK_TARGET_S = 15.0
+
+HELD = ESTABLISHED_8000 + "print(established_8000())\n"
+
+
+def _healthy(stack: Stack, container: str) -> bool:
+    state = stack.inspect(container)["State"]
+    return bool(state["Running"]) and (state.get("Health") or {}).get("Status") == "healthy"
+
+
+def run(ctx: Context) -> DrillResult:
+    result = DrillResult(10, TITLE, services=("api", "proxy"))
+    stack = ctx.stack
+    prefix = f"d10-{ctx.run_id}"
+    victim = stack.container("api")
+    with warmed_load(ctx, prefix) as load:
+        held = int(stack.exec_in(victim, "python", "-c", HELD).strip())
+        t_kill = time.time()
+        stack.docker("kill", "-s", "KILL", victim)
+        log(f"drill 10: killed replica {victim[:12]}, it held {held} connections")
+        stack.docker("start", victim)
+        # Routed again *and* healthy since the restart (Docker resets the health status to
+        # "starting" on start; the proxy may not have noticed the kill yet at this point).
+        back = wait_for(lambda: _healthy(stack, victim) and stack.routed(victim), timeout=45)
+        back_s = None if back is None else time.time() - t_kill
+        time.sleep(1.0)
+        data = load.stop()
+    run_ = LoadRun(data)
+    failed = run_.failed
+    # A read whose answer had begun when the replica died cannot be replayed by any proxy (the
+    # client already has part of it): counted apart. Any other failed read is a miss.
+    partial_reads = [r for r in failed if r.is_read and r.outcome is Outcome.PARTIAL]
+    reads = [r for r in failed if r.is_read and r.outcome is not Outcome.PARTIAL]
+    late = [r for r in failed if (r.sent or r.started) > t_kill + 0.5]
+    result.figures.update(
+        clients=ctx.clients,
+        sent=len(run_.sent),
+        failed=len(failed),
+        failed_statuses=sorted({r.status for r in failed}),
+        counts=run_.counts(),
+        in_flight_bound=held,
+        failed_reads=len(reads),
+        reads_cut_mid_answer=len(partial_reads),
+        failed_late=len(late),
+        back_in_rotation_s=None if back_s is None else round(back_s, 1),
+        rps=round(run_.rate),
+    )
+    check_persistence(result, stack, run_, prefix)
+    f = result.figures
+    result.expect(
+        len(failed) <= held,
+        f"{len(failed)} requests failed, more than the {held} the replica held: {describe(failed)}",
+    )
+    result.expect(not reads, f"{len(reads)} reads failed: {describe(reads)}")
+    result.expect(not late, f"{len(late)} requests failed after the kill: {describe(late)}")
+    result.expect(
+        back_s is not None and back_s <= BACK_TARGET_S,
+        f"the replica was back in rotation after {f['back_in_rotation_s']} s "
+        f"(target {BACK_TARGET_S:g} s)",
+    )
+    result.summary = (
+        f"{ctx.clients} clients: sent {f['sent']}, failed {f['failed']} (statuses "
+        f"{f['failed_statuses']}; the replica held {held} connections), none after the kill, no "
+        f"read failed before its answer began (cut mid-answer: {f['reads_cut_mid_answer']}); "
+        f"acked {f['acked']}, in DB {f['in_db']}, lost {f['lost']}; back in rotation "
+        f"{f['back_in_rotation_s']} s after the kill"
+    )
+    return result

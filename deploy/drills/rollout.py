@@ -1,0 +1,157 @@
+"""Drills 8 and 9: ``deploy/scripts/rollout.sh IMAGE`` under the mixed load, through the proxy.
+
+8. To a newly built image (the stack's image plus a new BUILD_REVISION, built by the drill):
+   pass when the script exits 0, no request failed (no 5xx, 4xx, refused or lost connection),
+   every acknowledged write is readable, and every replica, and every answer through the proxy,
+   reports the new revision. Reports the rollout's duration.
+9. To an image whose api never gets healthy (it listens on 127.0.0.1:8001, so neither its
+   healthcheck nor the proxy reaches it): pass when the script exits non-zero with one clear
+   ``rollout: FAILED`` line, no request failed, and the old replicas (same containers) still
+   answer everywhere with the old revision.
+"""
+
+from __future__ import annotations
+
+import time
+
+from drills.common import (
+    Context,
+    DrillResult,
+    LoadRun,
+    check_persistence,
+    derived_image,
+    describe,
+    proxied_revisions,
+    replica_revisions,
+    rollout,
+    warmed_load,
+)
+from drills.stack import log
+
+TITLE_NEW = "Rollout to a new image under load (rollout.sh)"
+TITLE_BROKEN = "Rollout to an image that never gets healthy (rollout.sh)"
+#: Drill 9's wait for the broken replicas (ROLLOUT_TIMEOUT): they never get healthy anyway.
+BROKEN_TIMEOUT_S = 20
+
+
+def run_new(ctx: Context) -> DrillResult:
+    result = DrillResult(8, TITLE_NEW, services=("api", "proxy"))
+    stack = ctx.stack
+    prefix = f"d8-{ctx.run_id}"
+    revision = f"drill8-{ctx.run_id}"
+    image = derived_image(
+        stack, f"{stack.image}-drill8",
+        f"ENV BUILD_REVISION={revision}",
+        f'LABEL org.opencontainers.image.revision="{revision}"',
+    )  # fmt: skip
+    before = stack.containers("api")
+    old = set(replica_revisions(stack).values())
+    with warmed_load(ctx, prefix) as load:
+        log(f"drill 8: rollout.sh {image} ({len(before)} replicas, revision {old} -> {revision})")
+        t0 = time.time()
+        code, stderr, seconds = rollout(stack, image)
+        print(stderr, flush=True)
+        time.sleep(1.0)
+        data = load.stop()
+    run_ = LoadRun(data)
+    if code == 0:
+        stack.image = image  # later compose commands must not recreate the replicas
+    after = replica_revisions(stack)
+    proxied = proxied_revisions(ctx.refresh_url())
+    failed = run_.failed
+    result.figures.update(
+        clients=ctx.clients,
+        exit_code=code,
+        rollout_s=round(seconds, 1),
+        sent=len(run_.sent),
+        during_rollout=sum(1 for r in run_.requests if r.started >= t0),
+        failed=len(failed),
+        counts=run_.counts(),
+        replicas_before=len(before),
+        replicas_after=len(after),
+        old_revisions=sorted(old),
+        replica_revisions=after,
+        proxied_new=sum(r == revision for r in proxied),
+        rps=round(run_.rate),
+    )
+    check_persistence(result, stack, run_, prefix)
+    f = result.figures
+    result.expect(code == 0, f"rollout.sh exited {code}: {stderr.strip()[-500:]}")
+    result.expect(not failed, f"{len(failed)} requests failed: {describe(failed)}")
+    result.expect(
+        len(after) == len(before) and set(after.values()) == {revision},
+        f"replicas report {after}, want {len(before)} x {revision}",
+    )
+    result.expect(
+        f["proxied_new"] == len(proxied), f"through the proxy: {proxied} (want all {revision})"
+    )
+    result.expect(not set(before) & set(stack.containers("api")), "old replicas still run")
+    result.summary = (
+        f"{ctx.clients} clients (GET one/list/POST/PATCH): rollout of {f['replicas_before']} "
+        f"replicas took {f['rollout_s']} s (exit {code}); sent {f['sent']} "
+        f"({f['during_rollout']} during the rollout), failed {f['failed']}; acked POST "
+        f"{f['acked']}, in DB {f['in_db']}, lost {f['lost']}; acked PATCH {f['patches_acked']}, "
+        f"not in DB {f['patch_lost']}; new revision on {len(after)}/{f['replicas_before']} "
+        f"replicas and {f['proxied_new']}/{len(proxied)} answers through the proxy"
+    )
+    return result
+
+
+def run_broken(ctx: Context) -> DrillResult:
+    result = DrillResult(9, TITLE_BROKEN, services=("api", "proxy"))
+    stack = ctx.stack
+    prefix = f"d9-{ctx.run_id}"
+    image = derived_image(
+        stack, f"{stack.image}-drill9",
+        "ENV BIND=127.0.0.1:8001 BUILD_REVISION=drill9-never-healthy",
+    )  # fmt: skip
+    before = stack.containers("api")
+    old = replica_revisions(stack)
+    with warmed_load(ctx, prefix) as load:
+        log(f"drill 9: rollout.sh {image} (never healthy; ROLLOUT_TIMEOUT={BROKEN_TIMEOUT_S})")
+        code, stderr, seconds = rollout(stack, image, ROLLOUT_TIMEOUT=str(BROKEN_TIMEOUT_S))
+        time.sleep(1.0)
+        data = load.stop()
+    run_ = LoadRun(data)
+    after = replica_revisions(stack)
+    left = stack.containers("api", stopped=True)
+    proxied = proxied_revisions(ctx.refresh_url())
+    failed = run_.failed
+    failures = [line for line in stderr.splitlines() if line.startswith("rollout: FAILED")]
+    result.figures.update(
+        clients=ctx.clients,
+        exit_code=code,
+        rollout_s=round(seconds, 1),
+        message=failures[0] if failures else None,
+        sent=len(run_.sent),
+        failed=len(failed),
+        counts=run_.counts(),
+        replicas_before=len(before),
+        containers_after=len(left),
+        revisions_after=after,
+        proxied_old=sum(r in set(old.values()) for r in proxied),
+        rps=round(run_.rate),
+    )
+    check_persistence(result, stack, run_, prefix)
+    f = result.figures
+    result.expect(code != 0, "rollout.sh exited 0 for an image that never gets healthy")
+    result.expect(
+        len(failures) == 1 and stderr.strip().splitlines()[-1] == failures[0],
+        f"want one last line 'rollout: FAILED: ...', got: {stderr.strip()[-600:]!r}",
+    )
+    result.expect(not failed, f"{len(failed)} requests failed: {describe(failed)}")
+    result.expect(
+        left == before and after == old,
+        f"replicas after: {after} (containers {len(left)}), want the old ones: {old}",
+    )
+    result.expect(
+        f["proxied_old"] == len(proxied), f"through the proxy: {proxied} (want the old revision)"
+    )
+    result.summary = (
+        f"{ctx.clients} clients: rollout.sh exited {code} after {f['rollout_s']} s with "
+        f"{f['message']!r}; sent {f['sent']}, failed {f['failed']}; acked {f['acked']}, in DB "
+        f"{f['in_db']}, lost {f['lost']}; the {len(before)} old replicas still serve "
+        f"({f['proxied_old']}/{len(proxied)} answers with the old revision, new containers left: "
+        f"{len(left) - len(before)})"
+    )
+    return result
