@@ -29,6 +29,7 @@ from pathlib import Path
 from drills import (
     auth,
     backup,
+    connection_kill,
     db_outage,
     fuzz,
     migrations,
@@ -57,9 +58,10 @@ DRILLS: dict[int, tuple[str, Callable[[Context], DrillResult]]] = {
     11: (scaling.TITLE, scaling.run),
     12: (tls.TITLE, tls.run),
     13: (backup.TITLE, backup.run),
+    15: (connection_kill.TITLE, connection_kill.run),
 }
 # 13 replaces the stack's volume (down -v, restore): after the drills that need its history.
-ORDER = (4, 7, 6, 5, 3, 2, 10, 11, 13, 1, 9, 8, 12)
+ORDER = (4, 7, 6, 5, 3, 15, 2, 10, 11, 13, 1, 9, 8, 12)
 
 
 def _parse_only(value: str) -> set[int]:
