@@ -154,7 +154,8 @@ class Stack:
         out = self.compose(
             "exec", "-T", "db", "psql", "-U", "heroes", "-d", "heroes", "-At", "-c", sql
         ).stdout
-        return [line for line in out.splitlines() if line]
+        # Only "\n" ends a row: splitlines() would also split at U+2028 or \x85 inside a value.
+        return [line for line in out.split("\n") if line]
 
     def logs(self, *services: str, tail: int = 200) -> str:
         proc = self.compose(
