@@ -8,19 +8,25 @@ public columns (id, name, age) are ever selected or returned, so ``secret_name``
 from __future__ import annotations
 
 from functools import cache
-from typing import Any
+from typing import Any, NamedTuple
 
-from sqlalchemy import Select, bindparam, delete, insert, select, update
-from sqlalchemy.sql.dml import ReturningDelete, ReturningInsert, ReturningUpdate
+from sqlalchemy import Select, bindparam, delete, func, insert, select, tuple_, update
+from sqlalchemy.sql.dml import Delete, Insert, ReturningDelete, ReturningInsert, ReturningUpdate
 
-from heroes.db import Row, Session
-from heroes.errors import HeroNotFound
-from heroes.models import INT32_MAX, Hero, HeroCreate, HeroUpdate
+from heroes.db import Row, Session, ValueRejected
+from heroes.errors import HeroNotFound, IdempotencyKeyInFlight
+from heroes.models import INT32_MAX, Hero, HeroCreate, HeroUpdate, IdempotencyRecord
 
 HERO = Hero.__table__  # type: ignore[attr-defined]  # SQLModel sets it on table models
 PUBLIC = (HERO.c.id, HERO.c.name, HERO.c.age)
+ANSWER = IdempotencyRecord.__table__  # type: ignore[attr-defined]
 
 PublicHero = dict[str, Any]
+
+
+class HeroPage(NamedTuple):
+    heroes: list[PublicHero]
+    more: bool  # rows exist after the last of ``heroes``
 
 
 def public(row: Row) -> PublicHero:
@@ -34,9 +40,11 @@ def _select_one() -> Select[Any]:
 
 
 @cache
-def _select_page(by_name: bool, by_age_min: bool, by_age_max: bool) -> Select[Any]:
+def _select_page(by_name: bool, by_age_min: bool, by_age_max: bool, by_cursor: bool) -> Select[Any]:
     # Ordered by id so that pages are stable: the tutorial's unordered query is not on
     # PostgreSQL. One statement per combination of filters, so that each can use its index.
+    # A cursor page starts after an id (keyset: found through the primary key, however deep),
+    # an offset page after skipping rows.
     query = select(*PUBLIC)
     if by_name:
         query = query.where(HERO.c.name == bindparam("name"))
@@ -44,6 +52,9 @@ def _select_page(by_name: bool, by_age_min: bool, by_age_max: bool) -> Select[An
         query = query.where(HERO.c.age >= bindparam("age_min"))
     if by_age_max:
         query = query.where(HERO.c.age <= bindparam("age_max"))
+    if by_cursor:
+        query = query.where(HERO.c.id > bindparam("after"))
+    # OFFSET always (0 on a cursor page): SQLite renders a LIMIT alone with an OFFSET literal.
     return query.order_by(HERO.c.id).offset(bindparam("offset")).limit(bindparam("limit"))
 
 
@@ -90,11 +101,17 @@ async def list_heroes(
     name: str | None = None,
     age_min: int | None = None,
     age_max: int | None = None,
-) -> list[PublicHero]:
-    statement = _select_page(name is not None, age_min is not None, age_max is not None)
-    params = {"offset": offset, "limit": limit, "name": name}
+    after: int | None = None,
+) -> HeroPage:
+    """Up to ``limit`` heroes after ``offset`` rows, or after the id ``after`` when given."""
+    statement = _select_page(
+        name is not None, age_min is not None, age_max is not None, after is not None
+    )
+    # One row more than the page: whether it comes back says whether there is a next page.
+    params = {"offset": offset, "limit": limit + 1, "name": name, "after": after}
     params.update(age_min=age_min, age_max=age_max)
-    return [public(row) for row in await session.fetch_all(statement, params)]
+    rows = await session.fetch_all(statement, params)
+    return HeroPage([public(row) for row in rows[:limit]], len(rows) > limit)
 
 
 async def get_hero(*, session: Session, hero_id: int) -> PublicHero:
@@ -121,3 +138,92 @@ async def delete_hero(*, session: Session, hero_id: int) -> None:
     row = await session.fetch_one(_delete(), {"hero_id": _known_id(hero_id)})
     if row is None:
         raise HeroNotFound
+
+
+# --- answers stored under an Idempotency-Key (rules in heroes.idempotency) ---------------------
+
+
+@cache
+def _lock_answer() -> Select[Any]:
+    # Transaction-scoped and never waited for: released by COMMIT or ROLLBACK, also when the
+    # process dies, so a crash cannot leave a key locked.
+    return select(func.pg_try_advisory_xact_lock(bindparam("lock")).label("locked"))
+
+
+@cache
+def _select_answer() -> Select[Any]:
+    where = (ANSWER.c.scope == bindparam("scope")) & (ANSWER.c.key == bindparam("key"))
+    return select(ANSWER.c.fingerprint, ANSWER.c.status, ANSWER.c.body, ANSWER.c.expires_at).where(
+        where
+    )
+
+
+@cache
+def _insert_answer() -> Insert:
+    columns = ("scope", "key", "fingerprint", "status", "body", "expires_at")
+    return insert(ANSWER).values({column: bindparam(column) for column in columns})
+
+
+@cache
+def _delete_answer() -> Delete:
+    return delete(ANSWER).where(
+        (ANSWER.c.scope == bindparam("scope")) & (ANSWER.c.key == bindparam("key"))
+    )
+
+
+@cache
+def _purge_answers() -> ReturningDelete[Any]:
+    # A bounded batch per statement (row values IN a LIMITed subquery work on both databases):
+    # a short write that never holds locks for long.
+    expired = (
+        select(ANSWER.c.scope, ANSWER.c.key)
+        .where(ANSWER.c.expires_at <= bindparam("now"))
+        .limit(bindparam("batch"))
+    )
+    return (
+        delete(ANSWER)
+        .where(tuple_(ANSWER.c.scope, ANSWER.c.key).in_(expired))
+        .returning(ANSWER.c.expires_at)
+    )
+
+
+async def lock_answer(*, session: Session, lock: int) -> bool:
+    """Take the key's lock for the open transaction, or False when another transaction holds
+    it. On SQLite, whose transactions (BEGIN IMMEDIATE) already run one at a time, always True."""
+    if session.db.dialect.name != "postgresql":
+        return True
+    row = await session.fetch_one(_lock_answer(), {"lock": lock})
+    return bool(row and row["locked"])
+
+
+async def find_answer(*, session: Session, scope: str, key: str) -> Row | None:
+    return await session.fetch_one(_select_answer(), {"scope": scope, "key": key})
+
+
+async def forget_answer(*, session: Session, scope: str, key: str) -> None:
+    await session.execute(_delete_answer(), {"scope": scope, "key": key})
+
+
+async def store_answer(
+    *,
+    session: Session,
+    scope: str,
+    key: str,
+    fingerprint: str,
+    status: int,
+    body: str,
+    expires_at: int,
+) -> None:
+    params: dict[str, Any] = {"scope": scope, "key": key, "fingerprint": fingerprint}
+    params.update(status=status, body=body, expires_at=expires_at)
+    try:
+        await session.execute(_insert_answer(), params)
+    except ValueRejected:
+        # The key was stored by a request that committed between this one's lock and its
+        # insert: the whole transaction rolls back, the write with it.
+        raise IdempotencyKeyInFlight from None
+
+
+async def purge_answers(*, session: Session, now: int, batch: int) -> int:
+    """Delete up to ``batch`` answers expired at ``now``; how many were deleted."""
+    return len(await session.fetch_all(_purge_answers(), {"now": now, "batch": batch}))

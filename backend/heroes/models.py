@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from pydantic import AfterValidator
+from sqlalchemy import BigInteger, Column, Index, Integer, String, Text
 from sqlmodel import Field, SQLModel
 
 INT32_MAX = 2**31 - 1
@@ -48,3 +49,28 @@ class HeroUpdate(HeroBase):
     name: StorableText = Field(default=None, min_length=1, max_length=TEXT_MAX)
     age: int | None = Field(default=None, ge=0, le=INT32_MAX)
     secret_name: StorableText = Field(default=None, min_length=1, max_length=TEXT_MAX)
+
+
+class IdempotencyRecord(SQLModel, table=True):
+    """The stored answer to a request sent with an ``Idempotency-Key`` (heroes.idempotency).
+
+    Written in the transaction of the write it answers, so a crash keeps both or neither. The
+    caller's token is kept only as a SHA-256 digest (``scope``); times are Unix seconds, so the
+    same column works on SQLite and PostgreSQL.
+    """
+
+    __tablename__ = "idempotency_key"
+    __table_args__ = (Index("ix_idempotency_key_expires_at", "expires_at"),)
+
+    scope: str = Field(sa_column=Column(String(64), primary_key=True))
+    key: str = Field(sa_column=Column(String(255), primary_key=True))
+    fingerprint: str = Field(sa_column=Column(String(64), nullable=False))
+    status: int = Field(sa_column=Column(Integer, nullable=False))
+    body: str = Field(sa_column=Column(Text, nullable=False))
+    expires_at: int = Field(sa_column=Column(BigInteger, nullable=False))
+
+
+class ErrorDetail(SQLModel):
+    """The body of an error answer that is not a validation error."""
+
+    detail: str

@@ -6,23 +6,28 @@ The queries return exactly the public fields, so the routes send them as JSON di
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
 from heroes import crud
 from heroes.api.deps import SessionDep
+from heroes.errors import CursorInvalid
+from heroes.idempotency import REPLAYED_HEADER, IdempotencyDep, respond
 from heroes.models import (
     INT32_MAX,
     INT64_MAX,
     TEXT_MAX,
+    ErrorDetail,
     HeroCreate,
     HeroPublic,
     HeroUpdate,
     StorableText,
 )
+from heroes.pagination import decode_cursor, next_link
 
 NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "Hero not found"}}
 COMMON: dict[int | str, dict[str, Any]] = {
@@ -33,10 +38,60 @@ COMMON: dict[int | str, dict[str, Any]] = {
 
 # Two groups, so that create_app can require a token for writes (and reads, if configured).
 reads = APIRouter(prefix="/heroes", tags=["heroes"], responses=COMMON)
-writes = APIRouter(
-    prefix="/heroes",
-    tags=["heroes"],
-    responses={**COMMON, 400: {"description": "Body is not decodable (invalid UTF-8, too deep)"}},
+writes = APIRouter(prefix="/heroes", tags=["heroes"], responses=COMMON)
+
+# The write routes accept an Idempotency-Key (heroes.idempotency).
+IDEMPOTENT: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "Successful Response",
+        "headers": {
+            REPLAYED_HEADER: {
+                "description": "`true` when this is the stored answer to an earlier request "
+                "with the same Idempotency-Key (nothing was written this time)",
+                "schema": {"type": "string", "enum": ["true"]},
+            }
+        },
+    },
+    400: {
+        "model": ErrorDetail,
+        "description": "Body is not decodable (invalid UTF-8, too deep), or the Idempotency-Key "
+        "header is malformed",
+    },
+    409: {
+        "model": ErrorDetail,
+        "description": "A request with the same Idempotency-Key is still being processed: "
+        "retry after `Retry-After` seconds",
+    },
+    422: {
+        "description": "Validation Error, or the Idempotency-Key was used for a different request",
+        "content": {
+            "application/json": {
+                "schema": {
+                    "anyOf": [
+                        {"$ref": "#/components/schemas/HTTPValidationError"},
+                        {"$ref": "#/components/schemas/ErrorDetail"},
+                    ]
+                }
+            }
+        },
+    },
+}
+PAGED: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "Successful Response",
+        "headers": {
+            "Link": {
+                "description": '`<...>; rel="next"`: the next page by cursor, with the same '
+                "filters and limit; absent on the last page",
+                "schema": {"type": "string"},
+            }
+        },
+    },
+    400: {"model": ErrorDetail, "description": "Invalid cursor, or cursor sent with an offset"},
+}
+CURSOR_DESCRIPTION = (
+    "Opaque: the `cursor` of the previous page's `Link` header. Continues after that page "
+    "(keyset on id: as fast at the end as at the start). Not combined with `offset`."
 )
 
 
@@ -44,26 +99,41 @@ def json(content: Any) -> Response:
     return Response(orjson.dumps(content), media_type="application/json")
 
 
-@writes.post("/", response_model=HeroPublic)
-async def create_hero(hero: HeroCreate, session: SessionDep) -> Response:
-    """Create a hero; the id is assigned by the server."""
-    return json(await crud.create_hero(session=session, hero_in=hero))
+@writes.post("/", response_model=HeroPublic, responses=IDEMPOTENT)
+async def create_hero(hero: HeroCreate, session: SessionDep, key: IdempotencyDep) -> Response:
+    """Create a hero; the id is assigned by the server. Safe to retry with an Idempotency-Key."""
+    return await respond(
+        key, session, hero, partial(crud.create_hero, session=session, hero_in=hero)
+    )
 
 
-@reads.get("/", response_model=list[HeroPublic])
+@reads.get("/", response_model=list[HeroPublic], responses=PAGED)
 async def read_heroes(
+    request: Request,
     session: SessionDep,
     offset: Annotated[int, Query(ge=0, le=INT64_MAX)] = 0,
     limit: Annotated[int, Query(ge=1, le=100)] = 100,
     name: Annotated[StorableText | None, Query(min_length=1, max_length=TEXT_MAX)] = None,
     age_min: Annotated[int | None, Query(ge=0, le=INT32_MAX)] = None,
     age_max: Annotated[int | None, Query(ge=0, le=INT32_MAX)] = None,
+    cursor: Annotated[str | None, Query(description=CURSOR_DESCRIPTION)] = None,
 ) -> Response:
-    """List heroes ordered by id, optionally filtered by exact name and an age range."""
-    heroes = await crud.list_heroes(
-        session=session, offset=offset, limit=limit, name=name, age_min=age_min, age_max=age_max
-    )
-    return json(heroes)
+    """List heroes ordered by id, optionally filtered by exact name and an age range; a page
+    with more after it links to the next one (`Link: <...>; rel="next"`)."""
+    after = None
+    if cursor is not None:
+        if offset:
+            raise CursorInvalid("Send either cursor or offset, not both")
+        after = decode_cursor(cursor)
+    page = await crud.list_heroes(
+        session=session, offset=offset, limit=limit, name=name, age_min=age_min,
+        age_max=age_max, after=after,
+    )  # fmt: skip
+    response = json(page.heroes)
+    if page.more:
+        query = {"limit": limit, "name": name, "age_min": age_min, "age_max": age_max}
+        response.headers["link"] = next_link(request.url.path, query, page.heroes[-1]["id"])
+    return response
 
 
 @reads.get("/{hero_id}", response_model=HeroPublic, responses=NOT_FOUND)
@@ -72,14 +142,21 @@ async def read_hero(hero_id: int, session: SessionDep) -> Response:
     return json(await crud.get_hero(session=session, hero_id=hero_id))
 
 
-@writes.patch("/{hero_id}", response_model=HeroPublic, responses=NOT_FOUND)
-async def update_hero(hero_id: int, hero: HeroUpdate, session: SessionDep) -> Response:
+@writes.patch("/{hero_id}", response_model=HeroPublic, responses={**NOT_FOUND, **IDEMPOTENT})
+async def update_hero(
+    hero_id: int, hero: HeroUpdate, session: SessionDep, key: IdempotencyDep
+) -> Response:
     """Change the fields that are sent; the others keep their values."""
-    return json(await crud.update_hero(session=session, hero_id=hero_id, hero_in=hero))
+    update = partial(crud.update_hero, session=session, hero_id=hero_id, hero_in=hero)
+    return await respond(key, session, hero, update)
 
 
-@writes.delete("/{hero_id}", responses=NOT_FOUND)
-async def delete_hero(hero_id: int, session: SessionDep) -> dict[str, bool]:
+@writes.delete("/{hero_id}", response_model=dict[str, bool], responses={**NOT_FOUND, **IDEMPOTENT})
+async def delete_hero(hero_id: int, session: SessionDep, key: IdempotencyDep) -> Response:
     """Delete a hero."""
-    await crud.delete_hero(session=session, hero_id=hero_id)
-    return {"ok": True}
+
+    async def delete() -> dict[str, bool]:
+        await crud.delete_hero(session=session, hero_id=hero_id)
+        return {"ok": True}
+
+    return await respond(key, session, None, delete)
