@@ -178,6 +178,7 @@ def _purge_answers() -> ReturningDelete[Any]:
     expired = (
         select(ANSWER.c.scope, ANSWER.c.key)
         .where(ANSWER.c.expires_at <= bindparam("now"))
+        .offset(bindparam("offset"))  # 0: SQLite renders a LIMIT alone with an OFFSET literal
         .limit(bindparam("batch"))
     )
     return (
@@ -226,4 +227,4 @@ async def store_answer(
 
 async def purge_answers(*, session: Session, now: int, batch: int) -> int:
     """Delete up to ``batch`` answers expired at ``now``; how many were deleted."""
-    return len(await session.fetch_all(_purge_answers(), {"now": now, "batch": batch}))
+    return len(await session.fetch_all(_purge_answers(), {"now": now, "offset": 0, "batch": batch}))
