@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -313,7 +314,7 @@ async def test_malformed_keys_are_400_and_write_nothing(
     client: httpx.AsyncClient, label: str, value: str
 ) -> None:
     response = await client.post(
-        "/heroes/", json=BODY, headers=[("Idempotency-Key", value.encode())]
+        "/heroes/", json=BODY, headers=[(b"Idempotency-Key", value.encode())]
     )
     assert response.status_code == 400, label
     assert "Idempotency-Key must be" in response.json()["detail"]
@@ -321,7 +322,7 @@ async def test_malformed_keys_are_400_and_write_nothing(
 
 
 async def test_two_key_headers_are_400(client: httpx.AsyncClient) -> None:
-    headers = [("Idempotency-Key", b"a"), ("Idempotency-Key", b"b")]
+    headers = [(b"Idempotency-Key", b"a"), (b"Idempotency-Key", b"b")]
     response = await client.post("/heroes/", json=BODY, headers=headers)
     assert response.status_code == 400
     assert await names(client) == []
@@ -345,8 +346,8 @@ async def test_an_expired_key_is_processed_afresh(
         asgi_client(app) as client,
     ):
         first = await post(client, "k1")
-        later = idempotency.time.time() + 61
-        monkeypatch.setattr(idempotency.time, "time", lambda: later)
+        later = time.time() + 61
+        monkeypatch.setattr(time, "time", lambda: later)  # what heroes.idempotency reads
         again = await post(client, "k1")
         assert again.status_code == 200
         assert REPLAYED not in again.headers
