@@ -23,7 +23,16 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
-from drills import auth, db_outage, fuzz, migrations, posture, shutdown, worker_crash
+from drills import (
+    auth,
+    db_outage,
+    fuzz,
+    idempotent_retries,
+    migrations,
+    posture,
+    shutdown,
+    worker_crash,
+)
 from drills.common import Context, DrillResult
 from drills.stack import DrillError, Stack, log
 
@@ -35,8 +44,9 @@ DRILLS: dict[int, tuple[str, Callable[[Context], DrillResult]]] = {
     5: (fuzz.TITLE, fuzz.run),
     6: (auth.TITLE, auth.run),
     7: (posture.TITLE, posture.run),
+    14: (idempotent_retries.TITLE, idempotent_retries.run),
 }
-ORDER = (4, 7, 6, 5, 3, 2, 1)
+ORDER = (4, 7, 6, 5, 3, 14, 2, 1)
 
 
 def _parse_only(value: str) -> set[int]:
