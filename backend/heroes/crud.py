@@ -8,13 +8,28 @@ public columns (id, name, age) are ever selected or returned, so ``secret_name``
 from __future__ import annotations
 
 from functools import cache
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
-from sqlalchemy import Select, bindparam, delete, func, insert, select, tuple_, update
-from sqlalchemy.sql.dml import Delete, Insert, ReturningDelete, ReturningInsert, ReturningUpdate
+from sqlalchemy import (
+    BigInteger,
+    Integer,
+    Select,
+    String,
+    Text,
+    bindparam,
+    delete,
+    func,
+    insert,
+    select,
+    tuple_,
+    update,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.sql.dml import ReturningDelete, ReturningInsert, ReturningUpdate
+from sqlalchemy.sql.elements import BindParameter
 
-from heroes.db import Row, Session, ValueRejected
-from heroes.errors import HeroNotFound, IdempotencyKeyInFlight
+from heroes.db import Row, Session
+from heroes.errors import HeroNotFound
 from heroes.models import INT32_MAX, Hero, HeroCreate, HeroUpdate, IdempotencyRecord
 
 HERO = Hero.__table__  # type: ignore[attr-defined]  # SQLModel sets it on table models
@@ -144,13 +159,6 @@ async def delete_hero(*, session: Session, hero_id: int) -> None:
 
 
 @cache
-def _lock_answer() -> Select[Any]:
-    # Transaction-scoped and never waited for: released by COMMIT or ROLLBACK, also when the
-    # process dies, so a crash cannot leave a key locked.
-    return select(func.pg_try_advisory_xact_lock(bindparam("lock")).label("locked"))
-
-
-@cache
 def _select_answer() -> Select[Any]:
     where = (ANSWER.c.scope == bindparam("scope")) & (ANSWER.c.key == bindparam("key"))
     return select(ANSWER.c.fingerprint, ANSWER.c.status, ANSWER.c.body, ANSWER.c.expires_at).where(
@@ -159,15 +167,34 @@ def _select_answer() -> Select[Any]:
 
 
 @cache
-def _insert_answer() -> Insert:
-    columns = ("scope", "key", "fingerprint", "status", "body", "expires_at")
-    return insert(ANSWER).values({column: bindparam(column) for column in columns})
-
-
-@cache
-def _delete_answer() -> Delete:
-    return delete(ANSWER).where(
-        (ANSWER.c.scope == bindparam("scope")) & (ANSWER.c.key == bindparam("key"))
+def _store_answer(dialect: str) -> ReturningInsert[Any]:
+    """INSERT the answer, or replace an expired one; no row back when the key is taken: an
+    answer that has not expired, or (PostgreSQL) another transaction holding the key's lock."""
+    values: dict[str, BindParameter[Any]] = {
+        "scope": bindparam("scope", type_=String), "key": bindparam("key", type_=String),
+        "fingerprint": bindparam("fingerprint", type_=String),
+        "status": bindparam("status", type_=Integer), "body": bindparam("body", type_=Text),
+        "expires_at": bindparam("expires_at", type_=BigInteger),
+    }  # fmt: skip
+    statement: Any
+    if dialect == "postgresql":
+        # The lock is transaction-scoped and never waited for: a duplicate running in another
+        # worker gets no row (409) instead of queueing behind the first; COMMIT or ROLLBACK
+        # release it, also when the process dies.
+        source = select(*values.values()).where(
+            func.pg_try_advisory_xact_lock(bindparam("lock", type_=BigInteger))
+        )
+        statement = postgresql.insert(ANSWER).from_select(list(values), source)
+    else:
+        statement = sqlite.insert(ANSWER).values(values)
+    replaced = {name: statement.excluded[name] for name in values if name not in ("scope", "key")}
+    return cast(
+        ReturningInsert[Any],
+        statement.on_conflict_do_update(
+            index_elements=[ANSWER.c.scope, ANSWER.c.key],
+            set_=replaced,
+            where=ANSWER.c.expires_at <= bindparam("now"),
+        ).returning(ANSWER.c.expires_at),
     )
 
 
@@ -188,21 +215,8 @@ def _purge_answers() -> ReturningDelete[Any]:
     )
 
 
-async def lock_answer(*, session: Session, lock: int) -> bool:
-    """Take the key's lock for the open transaction, or False when another transaction holds
-    it. On SQLite, whose transactions (BEGIN IMMEDIATE) already run one at a time, always True."""
-    if session.db.dialect.name != "postgresql":
-        return True
-    row = await session.fetch_one(_lock_answer(), {"lock": lock})
-    return bool(row and row["locked"])
-
-
 async def find_answer(*, session: Session, scope: str, key: str) -> Row | None:
     return await session.fetch_one(_select_answer(), {"scope": scope, "key": key})
-
-
-async def forget_answer(*, session: Session, scope: str, key: str) -> None:
-    await session.execute(_delete_answer(), {"scope": scope, "key": key})
 
 
 async def store_answer(
@@ -214,15 +228,14 @@ async def store_answer(
     status: int,
     body: str,
     expires_at: int,
-) -> None:
+    now: int,
+    lock: int,
+) -> bool:
+    """Store the answer under the key; False when the key is taken (see _store_answer)."""
     params: dict[str, Any] = {"scope": scope, "key": key, "fingerprint": fingerprint}
-    params.update(status=status, body=body, expires_at=expires_at)
-    try:
-        await session.execute(_insert_answer(), params)
-    except ValueRejected:
-        # The key was stored by a request that committed between this one's lock and its
-        # insert: the whole transaction rolls back, the write with it.
-        raise IdempotencyKeyInFlight from None
+    params.update(status=status, body=body, expires_at=expires_at, now=now, lock=lock)
+    row = await session.fetch_one(_store_answer(session.db.dialect.name), params)
+    return row is not None
 
 
 async def purge_answers(*, session: Session, now: int, batch: int) -> int:

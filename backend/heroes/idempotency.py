@@ -15,11 +15,16 @@ answer again instead of a second write.
 - Only successful answers are stored: a request that fails (404, 503...) leaves no key behind,
   so its retry is processed afresh.
 
-"In progress" is the open transaction itself. Within a worker a set of the keys being
+The write runs first and its answer is stored after it, in the same transaction: a fresh key,
+the common case, costs one statement and BEGIN/COMMIT more than no key. When the key turns out
+to be taken, the transaction rolls back (the write with it) and the earlier answer is looked
+up instead (on PostgreSQL a rolled-back POST still uses up a sequence number: a gap in the ids).
+"In progress" is the open transaction itself: within a worker a set of the keys being
 processed answers 409 at once; across workers on PostgreSQL a transaction-scoped advisory lock
-per key does (``pg_try_advisory_xact_lock``, never waited for). On SQLite, whose writes run one
-transaction at a time, a duplicate from another worker waits for the first and gets its replay.
-The primary key (scope, key) is the last guard: a second answer for a key cannot commit.
+per key, taken by the statement that stores the answer (``pg_try_advisory_xact_lock``, never
+waited for), does. On SQLite, whose writes run one transaction at a time, a duplicate from
+another worker waits for the first and gets its replay. The primary key (scope, key) is the last
+guard: a second answer for a key cannot commit.
 """
 
 from __future__ import annotations
@@ -128,29 +133,66 @@ class IdempotentRequest:
         self, session: Session, payload: BaseModel | None, write: Callable[[], Awaitable[Any]]
     ) -> Response:
         fingerprint = self.fingerprint(payload)
+        now = int(time.time())
         with self.in_flight.claim(self.scope, self.key):
-            async with session.transaction():
-                if not await crud.lock_answer(session=session, lock=self.lock):
-                    raise IdempotencyKeyInFlight
-                now = int(time.time())
-                found = await crud.find_answer(session=session, scope=self.scope, key=self.key)
-                if found is not None and found["expires_at"] > now:
-                    if found["fingerprint"] != fingerprint:
-                        raise IdempotencyKeyReused
-                    return Response(
-                        found["body"].encode(),
-                        status_code=found["status"],
-                        media_type="application/json",
-                        headers={REPLAYED_HEADER: "true"},
-                    )
-                if found is not None:  # expired, not purged yet: the key is free again
-                    await crud.forget_answer(session=session, scope=self.scope, key=self.key)
-                body = orjson.dumps(await write())
-                await crud.store_answer(
-                    session=session, scope=self.scope, key=self.key, fingerprint=fingerprint,
-                    status=200, body=body.decode(), expires_at=now + self.ttl_s,
-                )  # fmt: skip
+            # Optimistic: the write, then its answer under the key, in one transaction. A key
+            # already taken rolls the write back and the answer is looked up instead. A fresh
+            # key, the common case, costs two statements more than no key (BEGIN/COMMIT aside).
+            try:
+                async with session.transaction():
+                    body = orjson.dumps(await write())
+                    stored = await crud.store_answer(
+                        session=session, scope=self.scope, key=self.key,
+                        fingerprint=fingerprint, status=200, body=body.decode(),
+                        expires_at=now + self.ttl_s, now=now, lock=self.lock,
+                    )  # fmt: skip
+                    if not stored:
+                        raise _KeyTaken
+            except _KeyTaken:
+                return await self._earlier_answer(session, fingerprint, now, in_flight=True)
+            except Exception:
+                # The write failed (404, ...): a retry of a request that succeeded before
+                # (DELETE) still gets that answer; anything else fails as it would unkeyed.
+                earlier = await self._answer_instead_of_error(session, fingerprint, now)
+                if earlier is None:
+                    raise
+                return earlier
         return Response(body, media_type="application/json")
+
+    async def _answer_instead_of_error(
+        self, session: Session, fingerprint: str, now: int
+    ) -> Response | None:
+        try:
+            return await self._earlier_answer(session, fingerprint, now, in_flight=False)
+        except IdempotencyKeyReused:
+            raise
+        except Exception:  # no answer, or the lookup failed too: the write's error stands
+            logger.debug("no earlier answer for a failed keyed request", exc_info=True)
+            return None
+
+    async def _earlier_answer(
+        self, session: Session, fingerprint: str, now: int, *, in_flight: bool
+    ) -> Response:
+        found = await crud.find_answer(session=session, scope=self.scope, key=self.key)
+        if found is None or found["expires_at"] <= now:
+            # Taken but not committed: the first request is still being processed.
+            raise IdempotencyKeyInFlight if in_flight else _NoAnswer
+        if found["fingerprint"] != fingerprint:
+            raise IdempotencyKeyReused
+        return Response(
+            found["body"].encode(),
+            status_code=found["status"],
+            media_type="application/json",
+            headers={REPLAYED_HEADER: "true"},
+        )
+
+
+class _KeyTaken(Exception):
+    """The key has an answer or is locked: roll the write back."""
+
+
+class _NoAnswer(Exception):
+    """No earlier answer to give instead of an error."""
 
 
 async def idempotent_request(

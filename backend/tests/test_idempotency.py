@@ -46,18 +46,21 @@ async def post(client: httpx.AsyncClient, value: str, body: Any = BODY) -> httpx
 
 
 class Stall:
-    """Holds the first call of a crud function until released: a request caught mid-write."""
+    """Holds the first call of a crud function (before it runs, or after) until released: a
+    request caught in the middle of its transaction."""
 
-    def __init__(self, monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, name: str, *, after: bool = False) -> None:
         self.entered = asyncio.Event()
         self.release = asyncio.Event()
         real: Callable[..., Awaitable[Any]] = getattr(crud, name)
 
         async def stalled(**kwargs: Any) -> Any:
-            if not self.entered.is_set():
-                self.entered.set()
+            first = not self.entered.is_set()
+            self.entered.set()
+            result = await real(**kwargs) if after else None
+            if first:
                 await self.release.wait()
-            return await real(**kwargs)
+            return result if after else await real(**kwargs)
 
         monkeypatch.setattr(crud, name, stalled)
 
@@ -158,10 +161,10 @@ async def test_retry_while_the_first_is_in_flight_is_409(
 async def test_duplicates_from_another_worker_never_write_twice(
     settings: Settings, backend: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Two app instances = two workers with their own pools. PostgreSQL: the key's advisory
-    lock answers 409 at once. SQLite: writes run one transaction at a time, so the duplicate
-    waits for the first and gets its replay."""
-    stall = Stall(monkeypatch, "create_hero")
+    """Two app instances = two workers with their own pools; the first holds its transaction
+    open after storing its answer. PostgreSQL: the key's advisory lock answers 409 at once.
+    SQLite: writes run one transaction at a time, so the duplicate waits and gets the replay."""
+    stall = Stall(monkeypatch, "store_answer", after=True)
     async with (
         running_app(settings) as one,
         running_app(settings) as two,
@@ -182,6 +185,33 @@ async def test_duplicates_from_another_worker_never_write_twice(
         assert answers[1].headers[REPLAYED] == "true"
         assert answers[1].json() == answers[0].json()
         assert await names(second_worker) == ["Deadpond"]
+
+
+@pytest.mark.postgres_only
+async def test_a_duplicate_that_overtakes_the_first_in_another_worker_wins(
+    pg_settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first is held before its write; the duplicate (another worker) stores its answer
+    first: the first then finds the key taken, rolls its write back and replays that answer.
+    (PostgreSQL only: on SQLite the first's BEGIN IMMEDIATE holds every other writer.)"""
+    settings = pg_settings
+    stall = Stall(monkeypatch, "create_hero")
+    async with (
+        running_app(settings) as one,
+        running_app(settings) as two,
+        asgi_client(one) as first_worker,
+        asgi_client(two) as second_worker,
+    ):
+        first = asyncio.create_task(post(first_worker, "k1"))
+        await asyncio.wait_for(stall.entered.wait(), 5)
+        duplicate = await post(second_worker, "k1")
+        stall.release.set()
+        overtaken = await first
+        assert duplicate.status_code == overtaken.status_code == 200
+        assert REPLAYED not in duplicate.headers
+        assert overtaken.headers[REPLAYED] == "true"
+        assert overtaken.json() == duplicate.json()
+        assert await names(first_worker) == ["Deadpond"]
 
 
 async def test_a_burst_of_duplicates_writes_once(client: httpx.AsyncClient) -> None:
@@ -234,6 +264,14 @@ async def test_patch_retry_does_not_undo_a_later_change(client: httpx.AsyncClien
     assert again.headers[REPLAYED] == "true"
     assert again.json() == first.json() == {**hero, "age": 2}
     assert (await client.get(path)).json()["age"] == 3
+
+
+async def test_a_failing_write_under_a_key_used_for_another_request_is_422(
+    client: httpx.AsyncClient,
+) -> None:
+    await post(client, "k1")
+    response = await client.delete("/heroes/999", headers=key("k1"))
+    assert response.status_code == 422
 
 
 async def test_delete_retry_replays_ok_instead_of_404(client: httpx.AsyncClient) -> None:
@@ -363,7 +401,7 @@ async def test_purge_deletes_expired_answers_in_batches(app: FastAPI) -> None:
         for n in range(count + 3):
             await crud.store_answer(
                 session=session, scope="", key=f"k{n}", fingerprint="f", status=200,
-                body="{}", expires_at=100 if n < count else 10**12,
+                body="{}", expires_at=100 if n < count else 10**12, now=0, lock=n,
             )  # fmt: skip
     assert await idempotency.purge_expired(app.state.db, now=1000) == count
     assert [a["key"] for a in await stored_answers(app)] == [
@@ -377,7 +415,7 @@ async def test_the_lifespan_purges_in_the_background(settings: Settings) -> None
         session = Session(app.state.db)
         await crud.store_answer(
             session=session, scope="", key="old", fingerprint="f", status=200, body="{}",
-            expires_at=1,
+            expires_at=1, now=0, lock=0,
         )  # fmt: skip
         for _ in range(100):
             if not await stored_answers(app):
