@@ -208,7 +208,7 @@ async def idempotent_request(
     return IdempotentRequest(
         scope=scope,
         key=parse_key(key),
-        target=f"{request.method} {request.url.path}\n",
+        target=f"{request.method} {request.scope['path']}\n",
         ttl_s=settings.idempotency_ttl_s,
         in_flight=request.app.state.in_flight,
     )
