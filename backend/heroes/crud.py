@@ -8,30 +8,31 @@ public columns (id, name, age) are ever selected or returned, so ``secret_name``
 from __future__ import annotations
 
 from functools import cache
-from typing import Any, NamedTuple, cast
+from typing import Any, NamedTuple
 
+import orjson
 from sqlalchemy import (
     BigInteger,
-    Integer,
     Select,
     String,
     Text,
     bindparam,
+    cast,
     delete,
     func,
     insert,
+    literal_column,
     select,
     tuple_,
     update,
 )
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.sql.dml import ReturningDelete, ReturningInsert, ReturningUpdate
-from sqlalchemy.sql.elements import BindParameter
+from sqlalchemy.sql.dml import Delete, Insert, ReturningDelete, ReturningInsert, ReturningUpdate
 
 from heroes.db import Row, Session
 from heroes.errors import HeroNotFound
 from heroes.models import INT32_MAX, Hero, HeroCreate, HeroUpdate, IdempotencyRecord
 
+OK_JSON = '{"ok":true}'
 HERO = Hero.__table__  # type: ignore[attr-defined]  # SQLModel sets it on table models
 PUBLIC = (HERO.c.id, HERO.c.name, HERO.c.age)
 ANSWER = IdempotencyRecord.__table__  # type: ignore[attr-defined]
@@ -101,9 +102,41 @@ def _known_id(hero_id: int) -> int:
     return hero_id
 
 
-async def create_hero(*, session: Session, hero_in: HeroCreate) -> PublicHero:
+class Write(NamedTuple):
+    """A write statement with its parameters, and what its answer is: the hero it returns
+    (``HERO_BODY``) or ``{"ok": true}`` (``OK_BODY``)."""
+
+    statement: ReturningInsert[Any] | ReturningUpdate[Any] | ReturningDelete[Any]
+    params: dict[str, Any]
+    body: str
+
+
+HERO_BODY, OK_BODY = "hero", "ok"
+
+
+def create_write(hero_in: HeroCreate) -> Write:
     params = {"name": hero_in.name, "age": hero_in.age, "secret_name": hero_in.secret_name}
-    row = await session.fetch_one(_insert(), params)
+    return Write(_insert(), params, HERO_BODY)
+
+
+def update_write(hero_id: int, hero_in: HeroUpdate) -> Write | None:
+    """None when nothing is to change (the answer is then a read)."""
+    changes = hero_in.model_dump(exclude_unset=True)
+    if not changes:
+        return None
+    columns = tuple(sorted(changes))
+    params = {f"new_{column}": changes[column] for column in columns}
+    params["hero_id"] = _known_id(hero_id)
+    return Write(_update(columns), params, HERO_BODY)
+
+
+def delete_write(hero_id: int) -> Write:
+    return Write(_delete(), {"hero_id": _known_id(hero_id)}, OK_BODY)
+
+
+async def create_hero(*, session: Session, hero_in: HeroCreate) -> PublicHero:
+    write = create_write(hero_in)
+    row = await session.fetch_one(write.statement, write.params)
     assert row is not None  # INSERT ... RETURNING always returns the new row
     return public(row)
 
@@ -137,21 +170,18 @@ async def get_hero(*, session: Session, hero_id: int) -> PublicHero:
 
 
 async def update_hero(*, session: Session, hero_id: int, hero_in: HeroUpdate) -> PublicHero:
-    changes = hero_in.model_dump(exclude_unset=True)
-    if not changes:
+    write = update_write(hero_id, hero_in)
+    if write is None:
         return await get_hero(session=session, hero_id=hero_id)
-    columns = tuple(sorted(changes))
-    params = {f"new_{column}": changes[column] for column in columns}
-    params["hero_id"] = _known_id(hero_id)
-    row = await session.fetch_one(_update(columns), params)
+    row = await session.fetch_one(write.statement, write.params)
     if row is None:
         raise HeroNotFound
     return public(row)
 
 
 async def delete_hero(*, session: Session, hero_id: int) -> None:
-    row = await session.fetch_one(_delete(), {"hero_id": _known_id(hero_id)})
-    if row is None:
+    write = delete_write(hero_id)
+    if await session.fetch_one(write.statement, write.params) is None:
         raise HeroNotFound
 
 
@@ -166,36 +196,54 @@ def _select_answer() -> Select[Any]:
     )
 
 
-@cache
-def _store_answer(dialect: str) -> ReturningInsert[Any]:
-    """INSERT the answer, or replace an expired one; no row back when the key is taken: an
-    answer that has not expired, or (PostgreSQL) another transaction holding the key's lock."""
-    values: dict[str, BindParameter[Any]] = {
+ANSWER_PARAMS = ("scope", "key", "fingerprint", "expires_at")
+
+
+def _answer_values() -> dict[str, Any]:
+    return {
         "scope": bindparam("scope", type_=String), "key": bindparam("key", type_=String),
-        "fingerprint": bindparam("fingerprint", type_=String),
-        "status": bindparam("status", type_=Integer), "body": bindparam("body", type_=Text),
-        "expires_at": bindparam("expires_at", type_=BigInteger),
+        "fingerprint": bindparam("fingerprint", type_=String), "status": literal_column("200"),
     }  # fmt: skip
-    statement: Any
-    if dialect == "postgresql":
-        # The lock is transaction-scoped and never waited for: a duplicate running in another
-        # worker gets no row (409) instead of queueing behind the first; COMMIT or ROLLBACK
-        # release it, also when the process dies.
-        source = select(*values.values()).where(
-            func.pg_try_advisory_xact_lock(bindparam("lock", type_=BigInteger))
-        )
-        statement = postgresql.insert(ANSWER).from_select(list(values), source)
+
+
+@cache
+def _insert_answer() -> Insert:
+    values = _answer_values()
+    values.update(body=bindparam("body", type_=Text), expires_at=bindparam("expires_at"))
+    return insert(ANSWER).values(values)
+
+
+@cache
+def _write_and_answer(
+    write: ReturningInsert[Any] | ReturningUpdate[Any] | ReturningDelete[Any], body: str
+) -> ReturningInsert[Any]:
+    """PostgreSQL: the write and its answer in one statement (a data-modifying WITH), atomic
+    in autocommit and one round trip. The body is rendered by the database, so the answer sent
+    the first time is the stored text itself. The write's RETURNING row is what it renders;
+    none (no such hero) stores nothing."""
+    written = write.cte("written")
+    if body == HERO_BODY:
+        rendered: Any = cast(
+            func.json_build_object(
+                literal_column("'name'"), written.c.name, literal_column("'age'"), written.c.age,
+                literal_column("'id'"), written.c.id,
+            ),
+            Text,
+        )  # fmt: skip
     else:
-        statement = sqlite.insert(ANSWER).values(values)
-    replaced = {name: statement.excluded[name] for name in values if name not in ("scope", "key")}
-    return cast(
-        ReturningInsert[Any],
-        statement.on_conflict_do_update(
-            index_elements=[ANSWER.c.scope, ANSWER.c.key],
-            set_=replaced,
-            where=ANSWER.c.expires_at <= bindparam("now"),
-        ).returning(ANSWER.c.expires_at),
+        rendered = literal_column("""'{"ok":true}'""")
+    values = _answer_values()
+    values.update(body=rendered, expires_at=bindparam("expires_at", type_=BigInteger))
+    source = select(*values.values()).select_from(written)
+    return (
+        insert(ANSWER).from_select(list(values), source).add_cte(written).returning(ANSWER.c.body)
     )
+
+
+@cache
+def _forget_expired_answer() -> Delete:
+    where = (ANSWER.c.scope == bindparam("scope")) & (ANSWER.c.key == bindparam("key"))
+    return delete(ANSWER).where(where & (ANSWER.c.expires_at <= bindparam("now")))
 
 
 @cache
@@ -219,23 +267,29 @@ async def find_answer(*, session: Session, scope: str, key: str) -> Row | None:
     return await session.fetch_one(_select_answer(), {"scope": scope, "key": key})
 
 
-async def store_answer(
-    *,
-    session: Session,
-    scope: str,
-    key: str,
-    fingerprint: str,
-    status: int,
-    body: str,
-    expires_at: int,
-    now: int,
-    lock: int,
-) -> bool:
-    """Store the answer under the key; False when the key is taken (see _store_answer)."""
-    params: dict[str, Any] = {"scope": scope, "key": key, "fingerprint": fingerprint}
-    params.update(status=status, body=body, expires_at=expires_at, now=now, lock=lock)
-    row = await session.fetch_one(_store_answer(session.db.dialect.name), params)
-    return row is not None
+async def write_answered(
+    *, session: Session, write: Write, scope: str, key: str, fingerprint: str, expires_at: int
+) -> str | None:
+    """Run ``write`` and store its answer under the key, atomically; the answer's body, or None
+    when the write found no hero. ValueRejected when the key already has an answer (the primary
+    key refuses a second one, and the write is undone with it)."""
+    answer = {"scope": scope, "key": key, "fingerprint": fingerprint, "expires_at": expires_at}
+    if session.db.dialect.name == "postgresql":
+        statement = _write_and_answer(write.statement, write.body)
+        row = await session.fetch_one(statement, {**write.params, **answer})
+        return None if row is None else str(row["body"])
+    # SQLite has no data-modifying WITH: a transaction (BEGIN IMMEDIATE), rendered here.
+    async with session.transaction():
+        written = await session.fetch_one(write.statement, write.params)
+        if written is None:
+            return None
+        body = orjson.dumps(public(written)).decode() if write.body == HERO_BODY else OK_JSON
+        await session.execute(_insert_answer(), {**answer, "body": body})
+    return body
+
+
+async def forget_expired_answer(*, session: Session, scope: str, key: str, now: int) -> None:
+    await session.execute(_forget_expired_answer(), {"scope": scope, "key": key, "now": now})
 
 
 async def purge_answers(*, session: Session, now: int, batch: int) -> int:

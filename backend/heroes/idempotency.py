@@ -15,16 +15,16 @@ answer again instead of a second write.
 - Only successful answers are stored: a request that fails (404, 503...) leaves no key behind,
   so its retry is processed afresh.
 
-The write runs first and its answer is stored after it, in the same transaction: a fresh key,
-the common case, costs one statement and BEGIN/COMMIT more than no key. When the key turns out
-to be taken, the transaction rolls back (the write with it) and the earlier answer is looked
-up instead (on PostgreSQL a rolled-back POST still uses up a sequence number: a gap in the ids).
-"In progress" is the open transaction itself: within a worker a set of the keys being
-processed answers 409 at once; across workers on PostgreSQL a transaction-scoped advisory lock
-per key, taken by the statement that stores the answer (``pg_try_advisory_xact_lock``, never
-waited for), does. On SQLite, whose writes run one transaction at a time, a duplicate from
-another worker waits for the first and gets its replay. The primary key (scope, key) is the last
-guard: a second answer for a key cannot commit.
+The write and its answer are stored atomically: on PostgreSQL as one statement (a
+data-modifying WITH: the write, then the answer rendered by the database from the write's
+RETURNING row), so a fresh key costs no extra round trip; on SQLite in one BEGIN IMMEDIATE
+transaction. A second answer for a key is refused by the primary key (scope, key), which undoes
+the write with it; the earlier answer is then looked up and replayed (on PostgreSQL the undone
+INSERT still used up a sequence number: a gap in the ids, nothing else).
+"In progress": a request with the same key that this worker is still processing is answered
+409 at once (a per-worker set of keys in flight). A duplicate reaching another worker while the
+first's statement runs waits for it (milliseconds; the primary key's row lock) and gets the
+replay; it can never write a second time.
 """
 
 from __future__ import annotations
@@ -47,8 +47,13 @@ from pydantic import BaseModel
 
 from heroes import crud
 from heroes.config import Settings
-from heroes.db import Database, DatabaseUnavailable, Session
-from heroes.errors import IdempotencyKeyInFlight, IdempotencyKeyInvalid, IdempotencyKeyReused
+from heroes.db import Database, DatabaseUnavailable, Row, Session, ValueRejected
+from heroes.errors import (
+    HeroNotFound,
+    IdempotencyKeyInFlight,
+    IdempotencyKeyInvalid,
+    IdempotencyKeyReused,
+)
 
 logger = logging.getLogger("heroes.idempotency")
 
@@ -124,75 +129,63 @@ class IdempotentRequest:
             digest.update(orjson.dumps(fields, option=orjson.OPT_SORT_KEYS))
         return digest.hexdigest()
 
-    @property
-    def lock(self) -> int:
-        digest = hashlib.sha256(f"{self.scope}\0{self.key}".encode()).digest()
-        return int.from_bytes(digest[:8], "big", signed=True)
-
     async def once(
-        self, session: Session, payload: BaseModel | None, write: Callable[[], Awaitable[Any]]
+        self,
+        session: Session,
+        payload: BaseModel | None,
+        writes: Callable[[], crud.Write | None],
+        unkeyed: Callable[[], Awaitable[Any]],
     ) -> Response:
+        write = writes()
+        if write is None:  # nothing to write (a PATCH without fields): a read, as without a key
+            return json_response(await unkeyed())
         fingerprint = self.fingerprint(payload)
         now = int(time.time())
         with self.in_flight.claim(self.scope, self.key):
-            # Optimistic: the write, then its answer under the key, in one transaction. A key
-            # already taken rolls the write back and the answer is looked up instead. A fresh
-            # key, the common case, costs two statements more than no key (BEGIN/COMMIT aside).
-            try:
-                async with session.transaction():
-                    body = orjson.dumps(await write())
-                    stored = await crud.store_answer(
-                        session=session, scope=self.scope, key=self.key,
-                        fingerprint=fingerprint, status=200, body=body.decode(),
-                        expires_at=now + self.ttl_s, now=now, lock=self.lock,
+            for _ in range(2):
+                try:
+                    body = await crud.write_answered(
+                        session=session, write=write, scope=self.scope, key=self.key,
+                        fingerprint=fingerprint, expires_at=now + self.ttl_s,
                     )  # fmt: skip
-                    if not stored:
-                        raise _KeyTaken
-            except _KeyTaken:
-                return await self._earlier_answer(session, fingerprint, now, in_flight=True)
-            except Exception:
-                # The write failed (404, ...): a retry of a request that succeeded before
-                # (DELETE) still gets that answer; anything else fails as it would unkeyed.
-                earlier = await self._answer_instead_of_error(session, fingerprint, now)
-                if earlier is None:
-                    raise
-                return earlier
-        return Response(body, media_type="application/json")
+                except ValueRejected:
+                    # The key has an answer (the write was undone with the refused insert), or
+                    # the database refused one of the write's values.
+                    earlier = await self._find(session)
+                    if earlier is None:
+                        raise
+                    if earlier["expires_at"] <= now:
+                        await crud.forget_expired_answer(
+                            session=session, scope=self.scope, key=self.key, now=now
+                        )
+                        continue  # the key is free again
+                    return self._replay(earlier, fingerprint)
+                if body is None:
+                    # No such hero: the retry of a DELETE that succeeded gets that answer.
+                    earlier = await self._find(session)
+                    if earlier is None or earlier["expires_at"] <= now:
+                        raise HeroNotFound
+                    return self._replay(earlier, fingerprint)
+                return Response(body.encode(), media_type="application/json")
+        raise IdempotencyKeyInFlight  # its expired answer was replaced meanwhile: try again
 
-    async def _answer_instead_of_error(
-        self, session: Session, fingerprint: str, now: int
-    ) -> Response | None:
-        try:
-            return await self._earlier_answer(session, fingerprint, now, in_flight=False)
-        except IdempotencyKeyReused:
-            raise
-        except Exception:  # no answer, or the lookup failed too: the write's error stands
-            logger.debug("no earlier answer for a failed keyed request", exc_info=True)
-            return None
+    async def _find(self, session: Session) -> Row | None:
+        return await crud.find_answer(session=session, scope=self.scope, key=self.key)
 
-    async def _earlier_answer(
-        self, session: Session, fingerprint: str, now: int, *, in_flight: bool
-    ) -> Response:
-        found = await crud.find_answer(session=session, scope=self.scope, key=self.key)
-        if found is None or found["expires_at"] <= now:
-            # Taken but not committed: the first request is still being processed.
-            raise IdempotencyKeyInFlight if in_flight else _NoAnswer
-        if found["fingerprint"] != fingerprint:
+    @staticmethod
+    def _replay(earlier: Row, fingerprint: str) -> Response:
+        if earlier["fingerprint"] != fingerprint:
             raise IdempotencyKeyReused
         return Response(
-            found["body"].encode(),
-            status_code=found["status"],
+            earlier["body"].encode(),
+            status_code=earlier["status"],
             media_type="application/json",
             headers={REPLAYED_HEADER: "true"},
         )
 
 
-class _KeyTaken(Exception):
-    """The key has an answer or is locked: roll the write back."""
-
-
-class _NoAnswer(Exception):
-    """No earlier answer to give instead of an error."""
+def json_response(content: Any) -> Response:
+    return Response(orjson.dumps(content), media_type="application/json")
 
 
 async def idempotent_request(
@@ -221,12 +214,14 @@ async def respond(
     idempotent: IdempotentRequest | None,
     session: Session,
     payload: BaseModel | None,
-    write: Callable[[], Awaitable[Any]],
+    writes: Callable[[], crud.Write | None],
+    unkeyed: Callable[[], Awaitable[Any]],
 ) -> Response:
-    """The route's answer: ``write()``'s result as JSON, once per key when a key was sent."""
+    """The route's answer: ``unkeyed()``'s result as JSON without a key; with one, the write
+    ``writes()`` describes, performed once per key, and its stored answer."""
     if idempotent is None:
-        return Response(orjson.dumps(await write()), media_type="application/json")
-    return await idempotent.once(session, payload, write)
+        return json_response(await unkeyed())
+    return await idempotent.once(session, payload, writes, unkeyed)
 
 
 async def purge_expired(db: Database, now: int) -> int:

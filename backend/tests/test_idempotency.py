@@ -17,7 +17,7 @@ from sqlalchemy import func, select
 
 from heroes import crud, idempotency
 from heroes.config import Settings
-from heroes.db import Session
+from heroes.db import ConnectionLost, Session
 
 from .conftest import asgi_client, create_hero, running_app
 
@@ -145,7 +145,7 @@ async def test_same_key_on_another_route_is_422(client: httpx.AsyncClient) -> No
 async def test_retry_while_the_first_is_in_flight_is_409(
     app: FastAPI, client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    stall = Stall(monkeypatch, "create_hero")
+    stall = Stall(monkeypatch, "write_answered")
     first = asyncio.create_task(post(client, "k1"))
     await asyncio.wait_for(stall.entered.wait(), 5)
     overtaking = await post(client, "k1")
@@ -158,44 +158,13 @@ async def test_retry_while_the_first_is_in_flight_is_409(
     assert await names(client) == ["Deadpond"]
 
 
-async def test_duplicates_from_another_worker_never_write_twice(
-    settings: Settings, backend: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Two app instances = two workers with their own pools; the first holds its transaction
-    open after storing its answer. PostgreSQL: the key's advisory lock answers 409 at once.
-    SQLite: writes run one transaction at a time, so the duplicate waits and gets the replay."""
-    stall = Stall(monkeypatch, "store_answer", after=True)
-    async with (
-        running_app(settings) as one,
-        running_app(settings) as two,
-        asgi_client(one) as first_worker,
-        asgi_client(two) as second_worker,
-    ):
-        first = asyncio.create_task(post(first_worker, "k1"))
-        await asyncio.wait_for(stall.entered.wait(), 5)
-        duplicate = asyncio.create_task(post(second_worker, "k1"))
-        await asyncio.sleep(0.2)
-        stall.release.set()
-        answers = [await first, await duplicate]
-        assert answers[0].status_code == 200
-        if backend == "postgres":
-            assert answers[1].status_code == 409
-            answers[1] = await post(second_worker, "k1")
-        assert answers[1].status_code == 200
-        assert answers[1].headers[REPLAYED] == "true"
-        assert answers[1].json() == answers[0].json()
-        assert await names(second_worker) == ["Deadpond"]
-
-
-@pytest.mark.postgres_only
 async def test_a_duplicate_that_overtakes_the_first_in_another_worker_wins(
-    pg_settings: Settings, monkeypatch: pytest.MonkeyPatch
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The first is held before its write; the duplicate (another worker) stores its answer
-    first: the first then finds the key taken, rolls its write back and replays that answer.
-    (PostgreSQL only: on SQLite the first's BEGIN IMMEDIATE holds every other writer.)"""
-    settings = pg_settings
-    stall = Stall(monkeypatch, "create_hero")
+    """Two app instances = two workers with their own pools. The first is held before its
+    write; the duplicate stores its answer first; the first then finds the key taken (its write
+    undone with the refused answer) and replays the duplicate's answer."""
+    stall = Stall(monkeypatch, "write_answered")
     async with (
         running_app(settings) as one,
         running_app(settings) as two,
@@ -210,7 +179,22 @@ async def test_a_duplicate_that_overtakes_the_first_in_another_worker_wins(
         assert duplicate.status_code == overtaken.status_code == 200
         assert REPLAYED not in duplicate.headers
         assert overtaken.headers[REPLAYED] == "true"
-        assert overtaken.json() == duplicate.json()
+        assert overtaken.content == duplicate.content
+        assert await names(first_worker) == ["Deadpond"]
+
+
+async def test_bursts_of_duplicates_on_two_workers_write_once(settings: Settings) -> None:
+    async with (
+        running_app(settings) as one,
+        running_app(settings) as two,
+        asgi_client(one) as first_worker,
+        asgi_client(two) as second_worker,
+    ):
+        answers = await asyncio.gather(
+            *(post(worker, "burst") for worker in (first_worker, second_worker) * 6)
+        )
+        assert {a.status_code for a in answers} <= {200, 409}
+        assert len({a.content for a in answers if a.status_code == 200}) == 1
         assert await names(first_worker) == ["Deadpond"]
 
 
@@ -225,21 +209,54 @@ async def test_a_burst_of_duplicates_writes_once(client: httpx.AsyncClient) -> N
 # --- atomicity: the answer and the write commit together --------------------------------------
 
 
-async def test_a_crash_before_commit_keeps_neither_the_write_nor_the_key(
-    app: FastAPI, client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    async def crash(**_kwargs: Any) -> None:
-        raise RuntimeError("worker died after the write, before the commit")
+def fail_at(monkeypatch: pytest.MonkeyPatch, app: FastAPI, backend: str, *, after: bool) -> None:
+    """Make the database call that commits a keyed write fail once: the one statement of write
+    and answer on PostgreSQL, the answer's INSERT or the COMMIT of the transaction on SQLite.
+    ``after``: it ran (committed) and the connection broke before the client was answered."""
+    db = app.state.db
+    real = db.run
+    failed: list[str] = []
 
-    with monkeypatch.context() as patched:
-        patched.setattr(crud, "store_answer", crash)
-        assert (await post(client, "k1")).status_code == 500
+    def commits(sql: str) -> bool:
+        if backend == "postgres":
+            return sql.startswith("WITH") and "idempotency_key" in sql
+        return sql == "COMMIT" if after else sql.startswith("INSERT INTO idempotency_key")
+
+    async def run(conn: Any, sql: str, params: Any, *, rows: bool) -> Any:
+        if failed or not commits(sql):
+            return await real(conn, sql, params, rows=rows)
+        failed.append(sql)
+        if after:
+            await real(conn, sql, params, rows=rows)
+            raise ConnectionLost("the connection broke after the commit")
+        raise RuntimeError("the worker died before the commit")
+
+    monkeypatch.setattr(db, "run", run)
+
+
+async def test_a_crash_before_commit_keeps_neither_the_write_nor_the_key(
+    app: FastAPI, client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch, backend: str
+) -> None:
+    fail_at(monkeypatch, app, backend, after=False)
+    assert (await post(client, "k1")).status_code == 500
     assert await names(client) == []
     assert await stored_answers(app) == []
     retry = await post(client, "k1")
     assert retry.status_code == 200
     assert REPLAYED not in retry.headers
     assert await names(client) == ["Deadpond"]
+
+
+async def test_an_answer_lost_after_commit_is_replayed_to_the_retry(
+    app: FastAPI, client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch, backend: str
+) -> None:
+    fail_at(monkeypatch, app, backend, after=True)
+    assert (await post(client, "k1")).status_code == 503
+    retry = await post(client, "k1")
+    assert retry.status_code == 200
+    assert retry.headers[REPLAYED] == "true"
+    assert await names(client) == ["Deadpond"]
+    assert retry.json()["name"] == "Deadpond"
 
 
 async def test_failed_requests_leave_no_key(client: httpx.AsyncClient) -> None:
@@ -394,15 +411,17 @@ async def test_an_expired_key_is_processed_afresh(
         assert json.loads(answer["body"]) == again.json()
 
 
+async def store(session: Session, key: str, *, expires_at: int) -> None:
+    answer = {"scope": "", "key": key, "fingerprint": "f", "body": "{}", "expires_at": expires_at}
+    await session.execute(crud._insert_answer(), answer)
+
+
 async def test_purge_deletes_expired_answers_in_batches(app: FastAPI) -> None:
     session = Session(app.state.db)
     count = idempotency.PURGE_BATCH * 2 + 7
     async with session.transaction():
         for n in range(count + 3):
-            await crud.store_answer(
-                session=session, scope="", key=f"k{n}", fingerprint="f", status=200,
-                body="{}", expires_at=100 if n < count else 10**12, now=0, lock=n,
-            )  # fmt: skip
+            await store(session, f"k{n}", expires_at=100 if n < count else 10**12)
     assert await idempotency.purge_expired(app.state.db, now=1000) == count
     assert [a["key"] for a in await stored_answers(app)] == [
         f"k{n}" for n in range(count, count + 3)
@@ -412,11 +431,7 @@ async def test_purge_deletes_expired_answers_in_batches(app: FastAPI) -> None:
 async def test_the_lifespan_purges_in_the_background(settings: Settings) -> None:
     fast = settings.model_copy(update={"idempotency_purge_interval_s": 0.05})
     async with running_app(fast) as app:
-        session = Session(app.state.db)
-        await crud.store_answer(
-            session=session, scope="", key="old", fingerprint="f", status=200, body="{}",
-            expires_at=1, now=0, lock=0,
-        )  # fmt: skip
+        await store(Session(app.state.db), "old", expires_at=1)
         for _ in range(100):
             if not await stored_answers(app):
                 break

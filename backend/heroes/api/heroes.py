@@ -102,9 +102,8 @@ def json(content: Any) -> Response:
 @writes.post("/", response_model=HeroPublic, responses=IDEMPOTENT)
 async def create_hero(hero: HeroCreate, session: SessionDep, key: IdempotencyDep) -> Response:
     """Create a hero; the id is assigned by the server. Safe to retry with an Idempotency-Key."""
-    return await respond(
-        key, session, hero, partial(crud.create_hero, session=session, hero_in=hero)
-    )
+    create = partial(crud.create_hero, session=session, hero_in=hero)
+    return await respond(key, session, hero, partial(crud.create_write, hero), create)
 
 
 @reads.get("/", response_model=list[HeroPublic], responses=PAGED)
@@ -148,7 +147,7 @@ async def update_hero(
 ) -> Response:
     """Change the fields that are sent; the others keep their values."""
     update = partial(crud.update_hero, session=session, hero_id=hero_id, hero_in=hero)
-    return await respond(key, session, hero, update)
+    return await respond(key, session, hero, partial(crud.update_write, hero_id, hero), update)
 
 
 @writes.delete("/{hero_id}", response_model=dict[str, bool], responses={**NOT_FOUND, **IDEMPOTENT})
@@ -159,4 +158,4 @@ async def delete_hero(hero_id: int, session: SessionDep, key: IdempotencyDep) ->
         await crud.delete_hero(session=session, hero_id=hero_id)
         return {"ok": True}
 
-    return await respond(key, session, None, delete)
+    return await respond(key, session, None, partial(crud.delete_write, hero_id), delete)
