@@ -22,6 +22,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from bench import apps
@@ -29,7 +31,7 @@ from bench.pg import PostgresCluster
 from bench.procs import ProcessRegistry, free_port
 from bench.server import GunicornServer
 
-DBNAME = "bench_deep_pages"
+DBNAME = "bench_heroes_extra"
 LIMIT = 100
 TARGET_RATIO = 2.0
 LINK = re.compile(r'^<([^>]+)>; rel="next"$')
@@ -100,20 +102,11 @@ def render(figures: dict[str, dict[str, float]], heroes: int, requests: int) -> 
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.deep_pages", description=__doc__)
-    parser.add_argument("--heroes", type=int, default=1_000_000)
-    parser.add_argument("--requests", type=int, default=200, help="timed requests per page")
-    parser.add_argument("--warmup", type=int, default=20, help="untimed requests per page")
-    parser.add_argument("--json", type=Path, help="also write the figures as JSON here")
-    args = parser.parse_args(argv)
-    if args.heroes < 2 * LIMIT:
-        parser.error(f"--heroes must be at least {2 * LIMIT}")
-    if (missing := apps.heroes_available()) is not None:
-        print(f"heroes cannot be served: missing {missing}", file=sys.stderr)
-        return 2
-
-    workdir = Path(tempfile.mkdtemp(prefix="heroes-deep-pages."))
+@contextmanager
+def heroes_on_postgres(seeded: int) -> Iterator[int]:
+    """heroes served as the benchmark serves it, on a fresh cluster seeded with ``seeded``
+    heroes; its port. Everything is stopped and deleted afterwards."""
+    workdir = Path(tempfile.mkdtemp(prefix="heroes-bench-extra."))
     workdir.chmod(0o755)  # postgres (another user) must reach its directory inside
     registry = ProcessRegistry(workdir / "pids")
     cluster = PostgresCluster(workdir, registry)
@@ -127,20 +120,36 @@ def main(argv: list[str] | None = None) -> int:
                 command, env=spec.env, cwd=spec.cwd, check=True, stdout=subprocess.DEVNULL
             )
         t0 = time.monotonic()
-        cluster.seed(DBNAME, args.heroes)
-        print(f"[deep_pages] seeded {args.heroes:,} heroes in {time.monotonic() - t0:.1f} s",
-              file=sys.stderr)  # fmt: skip
+        cluster.seed(DBNAME, seeded)
+        print(f"[bench] seeded {seeded:,} heroes in {time.monotonic() - t0:.1f} s", file=sys.stderr)
         server = GunicornServer(
             key=spec.key, argv=spec.argv, env=spec.env, cwd=spec.cwd, port=spec.port,
             registry=registry, logfile=workdir / "heroes.log", workers=apps.WORKERS,
         )  # fmt: skip
         server.start()
-        figures = measure(spec.port, args.heroes, args.requests, args.warmup)
+        yield spec.port
     finally:
         if server is not None:
             server.stop()
         cluster.stop()
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.deep_pages", description=__doc__)
+    parser.add_argument("--heroes", type=int, default=1_000_000)
+    parser.add_argument("--requests", type=int, default=200, help="timed requests per page")
+    parser.add_argument("--warmup", type=int, default=20, help="untimed requests per page")
+    parser.add_argument("--json", type=Path, help="also write the figures as JSON here")
+    args = parser.parse_args(argv)
+    if args.heroes < 2 * LIMIT:
+        parser.error(f"--heroes must be at least {2 * LIMIT}")
+    if (missing := apps.heroes_available()) is not None:
+        print(f"heroes cannot be served: missing {missing}", file=sys.stderr)
+        return 2
+
+    with heroes_on_postgres(args.heroes) as port:
+        figures = measure(port, args.heroes, args.requests, args.warmup)
 
     print(render(figures, args.heroes, args.requests))
     if args.json is not None:
