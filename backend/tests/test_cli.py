@@ -47,7 +47,7 @@ def test_check_reports_schema_behind(
     env: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     assert cli.main(["migrate"]) == 0
-    behind = migrate.SchemaExpectation(head="0002", known=frozenset({"0001", "0002"}))
+    behind = migrate.SchemaExpectation(head="0003", known=frozenset({"0001", "0002", "0003"}))
     monkeypatch.setattr(migrate.SchemaExpectation, "of", lambda _settings: behind)
     assert cli.main(["check"]) == 1
     assert "run `heroes migrate`" in capsys.readouterr().err
