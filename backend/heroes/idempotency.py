@@ -36,7 +36,7 @@ import random
 import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import asynccontextmanager, contextmanager, suppress
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -45,7 +45,7 @@ from fastapi import Depends, Header, Request
 from fastapi.responses import Response
 from pydantic import BaseModel
 
-from heroes import crud
+from heroes import background, crud
 from heroes.config import Settings
 from heroes.db import Database, DatabaseUnavailable, Row, Session, ValueRejected
 from heroes.errors import (
@@ -256,10 +256,5 @@ async def purging(db: Database, interval_s: float) -> AsyncIterator[None]:
             if deleted:
                 logger.info("purged %d expired idempotency keys", deleted)
 
-    task = asyncio.get_running_loop().create_task(loop(), name="idempotency-purge")
-    try:
+    async with background.running(loop(), "idempotency-purge"):
         yield
-    finally:
-        task.cancel()
-        with suppress(asyncio.CancelledError):
-            await task
