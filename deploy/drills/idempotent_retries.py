@@ -6,6 +6,8 @@ killed (``kill -9``, as in drill 2): the requests it held fail on the client's s
 them after their transaction committed. Without a key such a retry writes the hero a second
 time; with one it is answered from the stored answer (``Idempotent-Replayed: true``).
 
+The load (drills.keyed_load) runs on the host against the api's published port.
+
 Pass: the kill interrupted requests; every key was eventually answered; every acknowledged hero
 is in the database exactly once; no hero is there twice; no 5xx; the worker was replaced.
 Bounded: about 3 s warm-up, the replacement (a few seconds), 3 s after it, retries <= 20 s.
@@ -14,13 +16,15 @@ Bounded: about 3 s warm-up, the replacement (a few seconds), 3 s after it, retri
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import time
 from collections import Counter, defaultdict
+from typing import Any
 
-from drills.client import Outcome
-from drills.common import Context, DrillResult, LoadRun, Request, wait_for, worker_pids
-from drills.load import REPLAYED
-from drills.stack import Stack, log
+from drills.common import Context, DrillResult, wait_for, worker_pids
+from drills.stack import NetworkLoad, Stack, log
 from drills.worker_crash import KILL
 
 TITLE = "Retries with Idempotency-Key across a worker kill -9"
@@ -34,11 +38,23 @@ def _stored_counts(stack: Stack, prefix: str) -> Counter[str]:
     return Counter({name: int(count) for name, count in (row.rsplit(" ", 1) for row in rows)})
 
 
+def _start_load(ctx: Context, prefix: str) -> NetworkLoad:
+    """drills.keyed_load as a process on the host, against the api's published port."""
+    cmd = [
+        sys.executable, "-m", "drills.keyed_load", "--url", ctx.api_url,
+        "--clients", str(CLIENTS), "--prefix", prefix,
+        "--token-file", str(ctx.stack.tokens_file), "--max-seconds", "60",
+    ]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(ctx.stack.root / "deploy")}
+    proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+    return NetworkLoad(f"keyed-load-{prefix}", proc)
+
+
 def run(ctx: Context) -> DrillResult:
     result = DrillResult(14, TITLE)
     stack = ctx.stack
     prefix = f"d14-{ctx.run_id}"
-    load = stack.start_load(prefix, CLIENTS, max_seconds=60, extra=("--idempotent",))
+    load = _start_load(ctx, prefix)
     try:
         load.wait_started()
         time.sleep(ctx.warmup)
@@ -53,31 +69,30 @@ def run(ctx: Context) -> DrillResult:
         time.sleep(3.0)
         data = load.stop()
     except BaseException:
-        load.kill()
+        load.proc.kill()  # our own child, by its pid
+        load.proc.wait(timeout=30)
         raise
-    run_ = LoadRun(data)
 
-    attempts: dict[str, list[Request]] = defaultdict(list)
-    for request in run_.requests:
-        attempts[request.name].append(request)
-    answered = {name for name, tries in attempts.items() if tries[-1].outcome is Outcome.OK}
-    retried = {name for name, tries in attempts.items() if len(tries) > 1}
-    replayed = {
-        name for name, tries in attempts.items()
-        if tries[-1].outcome is Outcome.OK and tries[-1].snippet == REPLAYED
-    }  # fmt: skip
-    failed = [r for r in run_.requests if r.outcome is not Outcome.OK]
+    attempts: dict[str, list[list[Any]]] = defaultdict(list)
+    for attempt in data["attempts"]:
+        attempts[attempt[0]].append(attempt)
+    ok = "2xx"
+    answered = {key for key, tries in attempts.items() if tries[-1][1] == ok}
+    retried = {key for key, tries in attempts.items() if len(tries) > 1}
+    replayed = {key for key, tries in attempts.items() if tries[-1][1] == ok and tries[-1][3]}
+    failed = [a for a in data["attempts"] if a[1] != ok]
     stored = _stored_counts(stack, prefix)
     twice = {name: n for name, n in stored.items() if n > 1}
     missing = answered - set(stored)
     unsent = set(stored) - set(attempts)
+    server_errors = [a for a in failed if a[1] == "5xx"]
+    span = data["ended"] - data["started"]
     result.figures.update(
         clients=CLIENTS,
         keys=len(attempts),
-        attempts=len(run_.requests),
+        attempts=len(data["attempts"]),
         failed_attempts=len(failed),
-        failed_kinds=dict(Counter(r.outcome.value for r in failed)),
-        status_409=sum(r.status == 409 for r in failed),
+        failed_kinds=dict(Counter(a[1] if a[2] != 409 else "409" for a in failed)),
         in_flight_on_victim=kill["held"],
         keys_retried=len(retried),
         retries_replayed=len(replayed),
@@ -86,7 +101,7 @@ def run(ctx: Context) -> DrillResult:
         in_db_twice=len(twice),
         acked_missing=len(missing),
         replaced_after_s=None if replaced is None else round(replaced, 2),
-        rps=round(run_.rate),
+        rps=round(len(answered) / span) if span > 0 else 0,
     )
     f = result.figures
     result.expect(replaced is not None, f"worker {victim} was not replaced within 30s")
@@ -98,9 +113,7 @@ def run(ctx: Context) -> DrillResult:
         not twice, f"{len(twice)} heroes stored more than once: {sorted(twice.items())[:5]}"
     )
     result.expect(not unsent, f"{len(unsent)} heroes in the database were never sent")
-    result.expect(
-        not run_.of(Outcome.SERVER_ERROR), f"{len(run_.of(Outcome.SERVER_ERROR))} 5xx answers"
-    )
+    result.expect(not server_errors, f"{len(server_errors)} 5xx answers")
     result.summary = (
         f"{CLIENTS} clients, {f['keys']} keys, {f['attempts']} attempts: "
         f"{f['failed_attempts']} failed ({f['failed_kinds']}), {f['keys_retried']} keys retried, "

@@ -2,9 +2,7 @@
 
 Every client thread POSTs heroes with unique names (``<prefix>-<client>-<seq>``) on its own
 keep-alive connection, as fast as the API answers, and records the outcome of every request
-(drills.client). With ``--idempotent`` each POST carries its name as ``Idempotency-Key`` and a
-failed one is sent again, same key and body, until it is answered (drill 14).
-Optional pollers GET /health/ready and /health/live on fresh connections.
+(drills.client). Optional pollers GET /health/ready and /health/live on fresh connections.
 
 Used in-process by the drills, or in a container on the compose network, with a line protocol::
 
@@ -32,9 +30,7 @@ from drills.client import Connection, Outcome, Result, split_url
 
 # One request in the result: a list, to keep the JSON small.
 # [name, outcome, status, started, sent, ended, latency, fresh, error, hero_id, json_ok, snippet]
-# (snippet: the start of a non-2xx body; "replayed" for a 2xx replayed under an Idempotency-Key)
 Row = list[Any]
-REPLAYED = "replayed"
 
 
 @dataclass(frozen=True)
@@ -49,8 +45,6 @@ class LoadConfig:
     timeout: float = 30.0
     keep_alive: bool = True
     pause_after_not_sent: float = 0.05
-    idempotent: bool = False  # Idempotency-Key per hero; retry every failure with it
-    retry_for: float = 20.0  # seconds one key is retried at most, also after stop
 
 
 def _row(name: str, r: Result) -> Row:
@@ -61,8 +55,6 @@ def _row(name: str, r: Result) -> Row:
             hero_id = r.json().get("id")
         except ValueError:
             snippet = r.body[:200].decode("utf-8", "replace")
-        if r.headers.get("idempotent-replayed") == "true":
-            snippet = REPLAYED
     elif r.body:
         snippet = r.body[:200].decode("utf-8", "replace")
     return [
@@ -127,29 +119,11 @@ def run(
             seq += 1
             name = f"{config.prefix}-{cid}-{seq}"
             body = {"name": name, "secret_name": f"s-{name}", "age": seq % 100}
-            if config.idempotent:
-                send_until_answered(conn, name, body, out)
-                continue
             result = conn.request("POST", "/heroes/", body, headers)
             out.append(_row(name, result))
             if result.outcome is Outcome.NOT_SENT:
                 stop.wait(config.pause_after_not_sent)
         conn.close()
-
-    def send_until_answered(
-        conn: Connection, name: str, body: dict[str, Any], out: list[Row]
-    ) -> None:
-        keyed = {**headers, "Idempotency-Key": name}
-        give_up = time.monotonic() + config.retry_for
-        while True:
-            result = conn.request("POST", "/heroes/", body, keyed)
-            out.append(_row(name, result))
-            retry = result.outcome is not Outcome.OK and (
-                result.outcome is not Outcome.CLIENT_ERROR or result.status == 409
-            )
-            if not retry or time.monotonic() > give_up:
-                return
-            time.sleep(0.2 if result.status == 409 else config.pause_after_not_sent)
 
     def poller(path: str) -> None:
         conn = Connection(address, port, timeout=5.0, keep_alive=False, host_header=host)
@@ -207,7 +181,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--connect-timeout", type=float, default=1.0)
     parser.add_argument("--timeout", type=float, default=30.0)
     parser.add_argument("--no-keep-alive", action="store_true")
-    parser.add_argument("--idempotent", action="store_true", help="keyed POSTs, retried")
     args = parser.parse_args(argv)
     token = None
     if args.token_file:
@@ -222,7 +195,6 @@ def main(argv: list[str] | None = None) -> int:
         connect_timeout=args.connect_timeout,
         timeout=args.timeout,
         keep_alive=not args.no_keep_alive,
-        idempotent=args.idempotent,
     )
     stop = threading.Event()
 

@@ -167,7 +167,6 @@ class Stack:
         poll_interval: float = 0.0,
         max_seconds: float = 90,
         keep_alive: bool = True,
-        extra: tuple[str, ...] = (),
     ) -> NetworkLoad:
         """The load generator (drills.load) in a container next to the api: no docker-proxy
         between client and server, so every connection the client sees is the api's own."""
@@ -186,7 +185,7 @@ class Stack:
             "--clients", str(clients), "--prefix", prefix,
             "--token-file", "/run/secrets/api_tokens",
             "--poll-interval", str(poll_interval), "--max-seconds", str(max_seconds),
-            *([] if keep_alive else ["--no-keep-alive"]), *extra,
+            *([] if keep_alive else ["--no-keep-alive"]),
         ]  # fmt: skip
         return NetworkLoad(
             name, subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
