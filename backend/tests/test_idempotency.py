@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 from fastapi import FastAPI
 from sqlalchemy import func, select
@@ -74,6 +75,7 @@ async def test_retry_replays_the_first_answer_and_writes_nothing(
     first = await post(client, "8e03978e-40d5-43e8-bc93-6894a57f9324")
     assert first.status_code == 200
     assert REPLAYED not in first.headers
+    assert first.content == orjson.dumps(first.json())  # the same JSON text as without a key
     again = await post(client, "8e03978e-40d5-43e8-bc93-6894a57f9324")
     assert again.status_code == 200
     assert again.headers[REPLAYED] == "true"
@@ -83,6 +85,16 @@ async def test_retry_replays_the_first_answer_and_writes_nothing(
     [answer] = await stored_answers(app)
     assert answer["key"] == "8e03978e-40d5-43e8-bc93-6894a57f9324"
     assert json.loads(answer["body"]) == first.json()
+
+
+async def test_a_keyed_answer_is_the_same_json_text_as_an_unkeyed_one(
+    client: httpx.AsyncClient,
+) -> None:
+    name = 'Dr. "Q" \\ é \U0001f9b8 \n\t\x01\x7f </script>'
+    keyed = await post(client, "k1", {**BODY, "name": name, "age": None})
+    again = await post(client, "k1", {**BODY, "name": name, "age": None})
+    assert keyed.json()["name"] == name
+    assert keyed.content == again.content == orjson.dumps(keyed.json())
 
 
 async def test_without_the_header_every_post_writes(client: httpx.AsyncClient) -> None:
