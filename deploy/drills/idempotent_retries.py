@@ -9,7 +9,8 @@ time; with one it is answered from the stored answer (``Idempotent-Replayed: tru
 The load (drills.keyed_load) runs on the host against the api's published port.
 
 Pass: the kill interrupted requests; every key was eventually answered; every acknowledged hero
-is in the database exactly once; no hero is there twice; no 5xx; the worker was replaced.
+is in the database exactly once; no hero is there twice; no 5xx (but a proxy's 502 for a request
+the killed worker held, retried like a dropped connection); the worker was replaced.
 Bounded: about 3 s warm-up, the replacement (a few seconds), 3 s after it, retries <= 20 s.
 """
 
@@ -85,14 +86,15 @@ def run(ctx: Context) -> DrillResult:
     twice = {name: n for name, n in stored.items() if n > 1}
     missing = answered - set(stored)
     unsent = set(stored) - set(attempts)
-    server_errors = [a for a in failed if a[1] == "5xx"]
+    # 502 is what a proxy in front answers for a request the killed worker held: retried too.
+    server_errors = [a for a in failed if a[1] == "5xx" and a[2] != 502]
     span = data["ended"] - data["started"]
     result.figures.update(
         clients=CLIENTS,
         keys=len(attempts),
         attempts=len(data["attempts"]),
         failed_attempts=len(failed),
-        failed_kinds=dict(Counter(a[1] if a[2] != 409 else "409" for a in failed)),
+        failed_kinds=dict(Counter(str(a[2]) if a[2] in (409, 502) else a[1] for a in failed)),
         in_flight_on_victim=kill["held"],
         keys_retried=len(retried),
         retries_replayed=len(replayed),
@@ -113,7 +115,7 @@ def run(ctx: Context) -> DrillResult:
         not twice, f"{len(twice)} heroes stored more than once: {sorted(twice.items())[:5]}"
     )
     result.expect(not unsent, f"{len(unsent)} heroes in the database were never sent")
-    result.expect(not server_errors, f"{len(server_errors)} 5xx answers")
+    result.expect(not server_errors, f"{len(server_errors)} 5xx answers other than 502")
     result.summary = (
         f"{CLIENTS} clients, {f['keys']} keys, {f['attempts']} attempts: "
         f"{f['failed_attempts']} failed ({f['failed_kinds']}), {f['keys_retried']} keys retried, "
