@@ -68,6 +68,10 @@ class Settings(BaseSettings):
     # /health/live reports them, so anyone can see which build answers.
     build_version: str = ""  # empty: the installed package's version
     build_revision: str = "unknown"
+    # How long an Idempotency-Key's answer is kept for replay, and how often expired ones are
+    # purged (heroes.idempotency).
+    idempotency_ttl_s: int = Field(default=86400, ge=60, le=30 * 86400)
+    idempotency_purge_interval_s: float = Field(default=300.0, gt=0, le=86400)
 
     @model_validator(mode="before")
     @classmethod

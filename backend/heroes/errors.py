@@ -24,6 +24,22 @@ class HeroNotFound(Exception):
     """No hero has the requested id."""
 
 
+class IdempotencyKeyInvalid(Exception):
+    """The Idempotency-Key header is malformed (the message says how)."""
+
+
+class IdempotencyKeyInFlight(Exception):
+    """A request with the same Idempotency-Key is being processed right now."""
+
+
+class IdempotencyKeyReused(Exception):
+    """The Idempotency-Key was used before for a different request."""
+
+
+class CursorInvalid(Exception):
+    """A page cursor this service did not issue (garbled, truncated or forged)."""
+
+
 class AsciiJSONResponse(JSONResponse):
     """Escapes non-ASCII, so echoing hostile input (lone surrogates) can never fail to encode."""
 
@@ -37,6 +53,21 @@ def error(status: int, detail: Any, headers: dict[str, str] | None = None) -> JS
 
 async def _hero_not_found(_request: Request, _exc: Exception) -> JSONResponse:
     return error(404, "Hero not found")
+
+
+async def _bad_request(_request: Request, exc: Exception) -> JSONResponse:
+    return error(400, str(exc))
+
+
+async def _key_in_flight(_request: Request, _exc: Exception) -> JSONResponse:
+    # Draft "The Idempotency-Key HTTP Header Field": a retry that overtakes the first request.
+    return error(
+        409, "A request with this Idempotency-Key is in progress", headers={"Retry-After": "1"}
+    )
+
+
+async def _key_reused(_request: Request, _exc: Exception) -> JSONResponse:
+    return error(422, "This Idempotency-Key was used for a different request")
 
 
 async def _validation_failed(_request: Request, exc: Exception) -> JSONResponse:
@@ -67,6 +98,10 @@ async def _unhandled(request: Request, exc: Exception) -> JSONResponse:
 
 def register_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(HeroNotFound, _hero_not_found)
+    app.add_exception_handler(IdempotencyKeyInvalid, _bad_request)
+    app.add_exception_handler(CursorInvalid, _bad_request)
+    app.add_exception_handler(IdempotencyKeyInFlight, _key_in_flight)
+    app.add_exception_handler(IdempotencyKeyReused, _key_reused)
     app.add_exception_handler(RequestValidationError, _validation_failed)
     app.add_exception_handler(ValueRejected, _database_rejected)
     # Unreachable, connection lost, no pooled connection in time, statement timeout, not

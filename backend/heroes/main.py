@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
-from heroes import __version__, metrics
+from heroes import __version__, idempotency, metrics
 from heroes.api import health
 from heroes.api import heroes as hero_routes
 from heroes.api.methods import add_method_not_allowed
@@ -31,12 +31,16 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.db = create_database(settings)
     await app.state.db.open()
     app.state.schema = SchemaExpectation.of(settings)
+    app.state.in_flight = idempotency.InFlight()
     # Everything imported and built so far lives as long as the process: move it out of the
     # collector's reach, so full collections scan only request garbage (shorter GC pauses).
     gc.freeze()
     interval = metrics.POOL_SAMPLE_SECONDS if metrics.MULTIPROC_DIR else None
     try:
-        async with metrics.pool_sampler(app.state.db, interval):
+        async with (
+            metrics.pool_sampler(app.state.db, interval),
+            idempotency.purging(app.state.db, settings.idempotency_purge_interval_s),
+        ):
             yield
     finally:
         await app.state.db.close()

@@ -14,7 +14,7 @@ import os
 import platform
 from bisect import bisect_left
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager, suppress
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +32,7 @@ from prometheus_client import (
 )
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from heroes import __version__
+from heroes import __version__, background
 from heroes.db import Database
 
 MULTIPROC_DIR = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
@@ -186,13 +186,10 @@ async def pool_sampler(db: Database, interval: float | None) -> AsyncIterator[No
             await asyncio.sleep(interval)
             sample_pool(db)
 
-    task = asyncio.create_task(sample_forever())
     try:
-        yield
+        async with background.running(sample_forever(), "pool-sampler"):
+            yield
     finally:
-        task.cancel()
-        with suppress(asyncio.CancelledError):
-            await task
         flush()  # the last requests of a worker that shuts down still count
 
 

@@ -8,6 +8,7 @@ from annotated_types import Ge, Le
 from pydantic import AfterValidator, BeforeValidator
 from pydantic import Field as SchemaField
 from pydantic_core import PydanticCustomError
+from sqlalchemy import BigInteger, Column, Index, Integer, String, Text
 from sqlmodel import Field, SQLModel
 
 INT32_MAX = 2**31 - 1
@@ -77,3 +78,22 @@ class HeroUpdate(HeroBase):
     secret_name: StorableText = Field(
         default=None, min_length=1, max_length=TEXT_MAX, schema_extra=SECRET_NAME
     )
+
+
+class IdempotencyRecord(SQLModel, table=True):
+    """The stored answer to a request sent with an ``Idempotency-Key`` (heroes.idempotency).
+
+    Written in the transaction of the write it answers, so a crash keeps both or neither. The
+    caller's token is kept only as a SHA-256 digest (``scope``); times are Unix seconds, so the
+    same column works on SQLite and PostgreSQL.
+    """
+
+    __tablename__ = "idempotency_key"
+    __table_args__ = (Index("ix_idempotency_key_expires_at", "expires_at"),)
+
+    scope: str = Field(sa_column=Column(String(64), primary_key=True))
+    key: str = Field(sa_column=Column(String(255), primary_key=True))
+    fingerprint: str = Field(sa_column=Column(String(64), nullable=False))
+    status: int = Field(sa_column=Column(Integer, nullable=False))
+    body: str = Field(sa_column=Column(Text, nullable=False))
+    expires_at: int = Field(sa_column=Column(BigInteger, nullable=False))

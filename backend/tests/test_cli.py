@@ -37,7 +37,7 @@ def test_migrate_then_check(env: Path, capsys: pytest.CaptureFixture[str]) -> No
     assert "database check failed" in capsys.readouterr().err
     assert cli.main(["migrate"]) == 0
     assert cli.main(["check"]) == 0
-    assert "schema at 0001" in capsys.readouterr().out
+    assert "schema at 0002" in capsys.readouterr().out
 
 
 def test_downgrade_then_migrate_to_a_revision(
@@ -46,8 +46,8 @@ def test_downgrade_then_migrate_to_a_revision(
     assert cli.main(["migrate"]) == 0
     assert cli.main(["downgrade", "base"]) == 0
     assert cli.main(["check"]) == 1
-    assert "schema at None, expected 0001" in capsys.readouterr().err
-    assert cli.main(["migrate", "--revision", "0001"]) == 0
+    assert "schema at None, expected 0002" in capsys.readouterr().err
+    assert cli.main(["migrate", "--revision", "0002"]) == 0
     assert cli.main(["check"]) == 0
 
 
@@ -55,7 +55,7 @@ def test_check_reports_schema_behind(
     env: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     assert cli.main(["migrate"]) == 0
-    behind = migrate.SchemaExpectation(head="0002", known=frozenset({"0001", "0002"}))
+    behind = migrate.SchemaExpectation(head="0003", known=frozenset({"0001", "0002", "0003"}))
     monkeypatch.setattr(migrate.SchemaExpectation, "of", lambda _settings: behind)
     assert cli.main(["check"]) == 1
     assert "run `heroes migrate`" in capsys.readouterr().err

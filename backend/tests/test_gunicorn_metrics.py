@@ -185,7 +185,7 @@ def test_every_line_is_json_on_stdout_and_request_lines_carry_the_id(run: Run) -
 
 def test_migrate_logs_json_too(run: Run) -> None:
     assert [line["logger"] for line in run.migrate_lines][-1] == "alembic.runtime.migration"
-    assert run.migrate_lines[-1]["msg"].startswith("Running upgrade  -> 0001")
+    assert run.migrate_lines[-1]["msg"].startswith("Running upgrade 0001 -> 0002")
 
 
 FAILING_APP = """

@@ -41,14 +41,14 @@ async def test_live_reports_the_build_of_the_image(
 async def test_ready_when_schema_is_at_head(client: httpx.AsyncClient) -> None:
     response = await client.get("/health/ready")
     assert response.status_code == 200
-    assert response.json() == {"status": "ready", "revision": "0001"}
+    assert response.json() == {"status": "ready", "revision": "0002"}
 
 
 async def test_not_ready_when_schema_is_behind(app: FastAPI, client: httpx.AsyncClient) -> None:
-    app.state.schema = SchemaExpectation(head="0002", known=frozenset({"0001", "0002"}))
+    app.state.schema = SchemaExpectation(head="0003", known=frozenset({"0001", "0002", "0003"}))
     response = await client.get("/health/ready")
     assert response.status_code == 503
-    assert response.json() == {"status": "unavailable", "reason": "schema at 0001, expected 0002"}
+    assert response.json() == {"status": "unavailable", "reason": "schema at 0002, expected 0003"}
 
 
 async def test_not_ready_while_draining_and_connections_close(client: httpx.AsyncClient) -> None:

@@ -16,6 +16,9 @@ from heroes import migrate
 from .conftest import make_settings
 from .pgserver import create_database
 
+HEAD = "0002"
+TABLES = {"hero", "idempotency_key", "alembic_version"}
+
 
 def _tables_and_revision(url: str) -> tuple[set[str], list[str]]:
     engine = create_engine(make_settings(url).sync_url)
@@ -41,6 +44,8 @@ def test_models_and_migrations_do_not_drift(empty_url: str) -> None:
 def test_upgrade_downgrade_upgrade_round_trip(empty_url: str) -> None:
     settings = make_settings(empty_url)
     migrate.upgrade(settings)
+    assert _tables_and_revision(empty_url) == (TABLES, [HEAD])
+    migrate.downgrade(settings, "0001")
     assert _tables_and_revision(empty_url) == ({"hero", "alembic_version"}, ["0001"])
     migrate.downgrade(settings, "base")
     assert _tables_and_revision(empty_url) == ({"alembic_version"}, [])
@@ -57,7 +62,7 @@ def test_upgrade_twice_is_a_no_op(empty_url: str) -> None:
     settings = make_settings(empty_url)
     migrate.upgrade(settings)
     migrate.upgrade(settings)
-    assert _tables_and_revision(empty_url)[1] == ["0001"]
+    assert _tables_and_revision(empty_url)[1] == [HEAD]
 
 
 @pytest.mark.postgres_only
@@ -77,4 +82,4 @@ def test_concurrent_migrations_on_empty_database_all_succeed(pg_admin_url: str) 
     outputs = [runner.communicate(timeout=120)[0] for runner in runners]
     assert [runner.returncode for runner in runners] == [0, 0, 0, 0], outputs
     assert sum("Running upgrade  -> 0001" in out for out in outputs) == 1, outputs
-    assert _tables_and_revision(url) == ({"hero", "alembic_version"}, ["0001"])
+    assert _tables_and_revision(url) == (TABLES, [HEAD])

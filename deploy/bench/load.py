@@ -26,6 +26,8 @@ SCENARIOS = [
     Scenario("get_list", "GET list limit=100"),
     Scenario("post", "POST (unique names)"),
     Scenario("mixed", "mixed 80/10/10"),
+    Scenario("post_keyed", "POST with Idempotency-Key (unique keys)"),
+    Scenario("get_list_last", "GET list limit=100, last page by cursor (no Link)"),
 ]
 
 

@@ -32,6 +32,7 @@ from drills import (
     connection_kill,
     db_outage,
     fuzz,
+    idempotent_retries,
     migrations,
     posture,
     replica_kill,
@@ -58,10 +59,11 @@ DRILLS: dict[int, tuple[str, Callable[[Context], DrillResult]]] = {
     11: (scaling.TITLE, scaling.run),
     12: (tls.TITLE, tls.run),
     13: (backup.TITLE, backup.run),
+    14: (idempotent_retries.TITLE, idempotent_retries.run),
     15: (connection_kill.TITLE, connection_kill.run),
 }
 # 13 replaces the stack's volume (down -v, restore): after the drills that need its history.
-ORDER = (4, 7, 6, 5, 3, 15, 2, 10, 11, 13, 1, 9, 8, 12)
+ORDER = (4, 7, 6, 5, 3, 15, 14, 2, 10, 11, 13, 1, 9, 8, 12)
 
 
 def _parse_only(value: str) -> set[int]:

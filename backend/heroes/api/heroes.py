@@ -6,15 +6,18 @@ The queries return exactly the public fields, so the routes send them as JSON di
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 from pydantic import BaseModel
 
 from heroes import crud
 from heroes.api.deps import SessionDep
+from heroes.errors import CursorInvalid
+from heroes.idempotency import REPLAYED_HEADER, IdempotencyDep, respond
 from heroes.models import (
     INT32_MAX,
     INT64_MAX,
@@ -24,6 +27,7 @@ from heroes.models import (
     HeroUpdate,
     StorableText,
 )
+from heroes.pagination import decode_cursor, next_link
 
 
 class ErrorDetail(BaseModel):
@@ -57,13 +61,16 @@ The Hero API of the FastAPI SQL tutorial: same paths, operation ids, models and 
 
 | status | when |
 | --- | --- |
-| 400 | invalid `Content-Length`, or a body that cannot be decoded |
+| 400 | invalid `Content-Length`, a body that cannot be decoded, a malformed \
+`Idempotency-Key`, an invalid `cursor` |
 | 401 | a protected operation without a valid `Authorization: Bearer <token>` (only when the \
 server has API tokens: then "Authorize" takes one) |
 | 404 | no hero with that id; unknown paths |
 | 405 | a method the path does not support; the `Allow` header lists those it does |
+| 409 | a request with the same `Idempotency-Key` is still being processed |
 | 413 | a body larger than the server's limit (64 KiB by default) |
-| 422 | invalid parameters or body; `detail` lists each problem |
+| 422 | invalid parameters or body (`detail` lists each problem), or an `Idempotency-Key` \
+reused for a different request |
 | 503 | the database is unavailable; `Retry-After` says when to try again |
 """
 
@@ -71,31 +78,96 @@ server has API tokens: then "Authorize" takes one) |
 reads = APIRouter(prefix="/heroes", tags=["heroes"], responses=COMMON)
 writes = APIRouter(prefix="/heroes", tags=["heroes"], responses=COMMON)
 
+# The write routes accept an Idempotency-Key (heroes.idempotency).
+IDEMPOTENT: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "Successful Response",
+        "headers": {
+            REPLAYED_HEADER: {
+                "description": "`true` when this is the stored answer to an earlier request "
+                "with the same Idempotency-Key (nothing was written this time)",
+                "schema": {"type": "string", "enum": ["true"]},
+            }
+        },
+    },
+    400: _error(
+        "Invalid Content-Length, a body that is not decodable, or a malformed Idempotency-Key"
+    ),
+    409: _error(
+        "A request with the same Idempotency-Key is still being processed",
+        Retry_After={"description": "Seconds to wait", "schema": {"type": "integer"}},
+    ),
+    422: {
+        "description": "Validation Error, or the Idempotency-Key was used for a different request",
+        "content": {
+            "application/json": {
+                "schema": {
+                    "anyOf": [
+                        {"$ref": "#/components/schemas/HTTPValidationError"},
+                        {"$ref": "#/components/schemas/ErrorDetail"},
+                    ]
+                }
+            }
+        },
+    },
+}
+PAGED: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "Successful Response",
+        "headers": {
+            "Link": {
+                "description": '`<...>; rel="next"`: the next page by cursor, with the same '
+                "filters and limit; absent on the last page",
+                "schema": {"type": "string"},
+            }
+        },
+    },
+    400: _error("Invalid Content-Length, an invalid cursor, or a cursor sent with an offset"),
+}
+CURSOR_DESCRIPTION = (
+    "Opaque: the `cursor` of the previous page's `Link` header. Continues after that page "
+    "(keyset on id: as fast at the end as at the start). Not combined with `offset`."
+)
+
 
 def json(content: Any) -> Response:
     return Response(orjson.dumps(content), media_type="application/json")
 
 
-@writes.post("/", response_model=HeroPublic)
-async def create_hero(hero: HeroCreate, session: SessionDep) -> Response:
-    """Create a hero; the id is assigned by the server."""
-    return json(await crud.create_hero(session=session, hero_in=hero))
+@writes.post("/", response_model=HeroPublic, responses=IDEMPOTENT)
+async def create_hero(hero: HeroCreate, session: SessionDep, key: IdempotencyDep) -> Response:
+    """Create a hero; the id is assigned by the server. Safe to retry with an Idempotency-Key."""
+    create = partial(crud.create_hero, session=session, hero_in=hero)
+    return await respond(key, session, hero, partial(crud.create_write, hero), create)
 
 
-@reads.get("/", response_model=list[HeroPublic])
+@reads.get("/", response_model=list[HeroPublic], responses=PAGED)
 async def read_heroes(
+    request: Request,
     session: SessionDep,
     offset: Annotated[int, Query(ge=0, le=INT64_MAX)] = 0,
     limit: Annotated[int, Query(ge=1, le=100)] = 100,
     name: Annotated[StorableText | None, Query(min_length=1, max_length=TEXT_MAX)] = None,
     age_min: Annotated[int | None, Query(ge=0, le=INT32_MAX)] = None,
     age_max: Annotated[int | None, Query(ge=0, le=INT32_MAX)] = None,
+    cursor: Annotated[str | None, Query(description=CURSOR_DESCRIPTION)] = None,
 ) -> Response:
-    """List heroes ordered by id, optionally filtered by exact name and an age range."""
-    heroes = await crud.list_heroes(
-        session=session, offset=offset, limit=limit, name=name, age_min=age_min, age_max=age_max
-    )
-    return json(heroes)
+    """List heroes ordered by id, optionally filtered by exact name and an age range; a page
+    with more after it links to the next one (`Link: <...>; rel="next"`)."""
+    after = None
+    if cursor is not None:
+        if offset:
+            raise CursorInvalid("Send either cursor or offset, not both")
+        after = decode_cursor(cursor)
+    page = await crud.list_heroes(
+        session=session, offset=offset, limit=limit, name=name, age_min=age_min,
+        age_max=age_max, after=after,
+    )  # fmt: skip
+    response = json(page.heroes)
+    if page.more:
+        query = {"limit": limit, "name": name, "age_min": age_min, "age_max": age_max}
+        response.headers["link"] = next_link(request.url.path, query, page.heroes[-1]["id"])
+    return response
 
 
 @reads.get("/{hero_id}", response_model=HeroPublic, responses=NOT_FOUND)
@@ -104,14 +176,21 @@ async def read_hero(hero_id: int, session: SessionDep) -> Response:
     return json(await crud.get_hero(session=session, hero_id=hero_id))
 
 
-@writes.patch("/{hero_id}", response_model=HeroPublic, responses=NOT_FOUND)
-async def update_hero(hero_id: int, hero: HeroUpdate, session: SessionDep) -> Response:
+@writes.patch("/{hero_id}", response_model=HeroPublic, responses={**NOT_FOUND, **IDEMPOTENT})
+async def update_hero(
+    hero_id: int, hero: HeroUpdate, session: SessionDep, key: IdempotencyDep
+) -> Response:
     """Change the fields that are sent; the others keep their values."""
-    return json(await crud.update_hero(session=session, hero_id=hero_id, hero_in=hero))
+    update = partial(crud.update_hero, session=session, hero_id=hero_id, hero_in=hero)
+    return await respond(key, session, hero, partial(crud.update_write, hero_id, hero), update)
 
 
-@writes.delete("/{hero_id}", responses=NOT_FOUND)
-async def delete_hero(hero_id: int, session: SessionDep) -> dict[str, bool]:
+@writes.delete("/{hero_id}", response_model=dict[str, bool], responses={**NOT_FOUND, **IDEMPOTENT})
+async def delete_hero(hero_id: int, session: SessionDep, key: IdempotencyDep) -> Response:
     """Delete a hero."""
-    await crud.delete_hero(session=session, hero_id=hero_id)
-    return {"ok": True}
+
+    async def delete() -> dict[str, bool]:
+        await crud.delete_hero(session=session, hero_id=hero_id)
+        return {"ok": True}
+
+    return await respond(key, session, None, partial(crud.delete_write, hero_id), delete)
