@@ -243,7 +243,8 @@ def run(ctx: Context) -> DrillResult:
         bodies = _write_heroes(url, stack.tokens()[0], prefix)
 
         log("drill 13: backup.sh while a writer adds heroes")
-        load = stack.start_load(f"{prefix}-w", clients=4, max_seconds=60)
+        # Writes only: every row present before the backup must come back unchanged.
+        load = stack.start_load(f"{prefix}-w", clients=4, max_seconds=60, ops=("POST",))
         load.wait_started()
         time.sleep(1.0)
         rows_before = _rows(stack)

@@ -319,14 +319,21 @@ def derived_image(stack: Stack, tag: str, *instructions: str) -> str:
     return tag
 
 
-def rollout(stack: Stack, image: str, timeout: float = 300, **env: str) -> tuple[int, str, float]:
-    """deploy/scripts/rollout.sh IMAGE as a user runs it (COMPOSE_PROJECT_NAME, COMPOSE_FILE):
-    exit status, stderr, seconds."""
-    t0 = time.monotonic()
-    proc = subprocess.run(
-        [str(stack.root / "deploy" / "scripts" / "rollout.sh"), image],
+def user_script(
+    stack: Stack, name: str, *args: str, timeout: float = 300, **env: str
+) -> subprocess.CompletedProcess[str]:
+    """deploy/scripts/NAME as a user runs it against this stack (COMPOSE_PROJECT_NAME,
+    COMPOSE_FILE)."""
+    return subprocess.run(
+        [str(stack.root / "deploy" / "scripts" / name), *args],
         cwd=stack.root, capture_output=True, text=True, timeout=timeout, check=False,
         env={**stack.env, "COMPOSE_PROJECT_NAME": stack.project,
              "COMPOSE_FILE": ":".join(stack.files), **env},
     )  # fmt: skip
+
+
+def rollout(stack: Stack, image: str, timeout: float = 300, **env: str) -> tuple[int, str, float]:
+    """deploy/scripts/rollout.sh IMAGE: exit status, stderr, seconds."""
+    t0 = time.monotonic()
+    proc = user_script(stack, "rollout.sh", image, timeout=timeout, **env)
     return proc.returncode, proc.stderr, time.monotonic() - t0

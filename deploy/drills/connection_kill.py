@@ -30,7 +30,7 @@ def run(ctx: Context) -> DrillResult:
     result = DrillResult(15, TITLE, services=("api", "db"))
     stack = ctx.stack
     workers_before = worker_pids(stack)
-    load = stack.start_load(f"d15-{ctx.run_id}", clients=CLIENTS, reads_only=True)
+    load = stack.start_load(f"d15-{ctx.run_id}", clients=CLIENTS, ops=("GET", "LIST"))
     kills: list[tuple[float, int]] = []
     try:
         load.wait_started()

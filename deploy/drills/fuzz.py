@@ -34,7 +34,12 @@ def run(ctx: Context) -> DrillResult:
         if ctx.fuzz_max_examples:
             cmd += ["--max-examples", str(ctx.fuzz_max_examples)]
         log(f"drill 5: {' '.join(cmd[2:])}")
-        env = {**os.environ, "DRILLS_API_TOKEN": stack.tokens()[0]}
+        env = {
+            **os.environ,
+            "DRILLS_API_TOKEN": stack.tokens()[0],
+            "SCHEMATHESIS_HOOKS": "drills.schemathesis_hooks",
+            "PYTHONPATH": str(stack.root / "deploy"),
+        }
         proc = subprocess.run(
             cmd, cwd=tmp, env=env, capture_output=True, text=True, timeout=600, check=False
         )

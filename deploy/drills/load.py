@@ -39,8 +39,6 @@ from drills.client import Connection, Outcome, Result, split_url, tls_context
 Row = list[Any]
 #: One client's cycle.
 OPS = ("POST", "GET", "LIST", "PATCH")
-#: A reading client's cycle (after the one POST that gives it a hero to read).
-READ_OPS = ("GET", "LIST")
 
 
 @dataclass(frozen=True)
@@ -56,7 +54,7 @@ class LoadConfig:
     keep_alive: bool = True
     pause_after_not_sent: float = 0.05
     ca_file: str | None = None
-    reads_only: bool = False  # after one POST each, clients only GET one and list
+    ops: tuple[str, ...] = OPS  # a client's cycle, once it has a hero (its first request: POST)
 
 
 def _row(name: str, r: Result, op: str = "POST", age: int | None = None) -> Row:
@@ -137,8 +135,7 @@ def run(
         seq = 0
         while not stop.is_set() and time.monotonic() < deadline:
             seq += 1
-            ops = READ_OPS if config.reads_only else OPS
-            op = ops[seq % len(ops)] if mine else "POST"
+            op = config.ops[seq % len(config.ops)] if mine else "POST"
             if op == "POST":
                 name, age = f"{config.prefix}-{cid}-{seq}", seq % 100
                 body = {"name": name, "secret_name": f"s-{name}", "age": age}
@@ -223,7 +220,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=30.0)
     parser.add_argument("--no-keep-alive", action="store_true")
     parser.add_argument("--ca-file", help="CA to trust for an https:// URL")
-    parser.add_argument("--reads-only", action="store_true", help="only GET one and list")
+    parser.add_argument(
+        "--ops",
+        default=",".join(OPS),
+        help="a client's cycle, e.g. GET,LIST (reads after one POST) or POST (writes only)",
+    )
     args = parser.parse_args(argv)
     token = None
     if args.token_file:
@@ -239,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
         timeout=args.timeout,
         keep_alive=not args.no_keep_alive,
         ca_file=args.ca_file,
-        reads_only=args.reads_only,
+        ops=tuple(op for op in args.ops.split(",") if op in OPS) or OPS,
     )
     stop = threading.Event()
 

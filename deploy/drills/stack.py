@@ -223,7 +223,7 @@ class Stack:
         max_seconds: float = 120,
         keep_alive: bool = True,
         ca_file: Path | None = None,
-        reads_only: bool = False,
+        ops: tuple[str, ...] | None = None,
     ) -> NetworkLoad:
         """The load generator (drills.load) as a process on the host, against ``url`` (default: the
         proxy's published port): what a user of the stack sees (HAProxy behind docker-proxy)."""
@@ -234,7 +234,7 @@ class Stack:
             "--poll-interval", str(poll_interval), "--max-seconds", str(max_seconds),
             *([] if keep_alive else ["--no-keep-alive"]),
             *([] if ca_file is None else ["--ca-file", str(ca_file)]),
-            *(["--reads-only"] if reads_only else []),
+            *([] if ops is None else ["--ops", ",".join(ops)]),
         ]  # fmt: skip
         env = {**os.environ, "PYTHONPATH": str(self.root / "deploy")}
         return NetworkLoad(

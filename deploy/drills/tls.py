@@ -28,6 +28,7 @@ from drills.common import (
     LoadRun,
     check_persistence,
     describe,
+    user_script,
     wait_for,
     warmed_load,
 )
@@ -146,10 +147,12 @@ def _drill(
     prefix = f"d12-{ctx.run_id}"
     tls_ctx = dataclasses.replace(ctx, stack=stack, api_url=https)
     with warmed_load(tls_ctx, prefix, url=https, ca_file=ca) as load:
-        log("drill 12: new certificate written in place, docker compose kill -s USR2 proxy")
+        log("drill 12: new certificate written in place, deploy/scripts/proxy-reload.sh")
         t_swap = time.monotonic()
         cert.write_bytes(pki["b"].read_bytes())  # same inode: the bind mount sees it
-        stack.compose("kill", "-s", "USR2", "proxy")
+        reload = user_script(stack, "proxy-reload.sh", timeout=60)
+        result.expect(reload.returncode == 0, f"proxy-reload.sh: {reload.stderr.strip()}")
+        log(f"drill 12: {reload.stdout.strip()}")
         swapped = wait_for(lambda: handshake(https, ca, ["http/1.1"])["serial"] == serial_b,
                            timeout=20, interval=0.2)  # fmt: skip
         swap_s = None if swapped is None else time.monotonic() - t_swap
@@ -195,7 +198,8 @@ def _drill(
         f"{h2['alpn']} (TLS 1.2 also: {tls12['version']}), certificate from the drill's CA; "
         f"HTTP -> {redirect.status} {f['redirect_location']}; HSTS {hsts!r}; {ctx.clients} "
         f"clients over HTTPS: new certificate served {f['new_cert_served_after_s']} s after the "
-        f"rewrite + SIGUSR2, sent {f['sent']}, failed {f['failed']}; acked {f['acked']}, in DB "
+        f"rewrite + proxy-reload.sh, sent {f['sent']}, failed {f['failed']}; acked {f['acked']}, "
+        f"in DB "
         f"{f['in_db']}, lost {f['lost']}; proxy not restarted"
     )
 
