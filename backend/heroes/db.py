@@ -93,6 +93,10 @@ class Database(ABC):
     @abstractmethod
     def stats(self) -> PoolStats: ...
 
+    @abstractmethod
+    async def connection_lost(self) -> None:
+        """A connection broke under a statement: make sure the next one handed out is sound."""
+
 
 class Session:
     """A request's access to the database: each statement takes a pooled connection for just
@@ -141,5 +145,7 @@ class Session:
             # before the connection broke, so it is never resent.
             if not getattr(statement, "is_select", False):
                 raise
+            # Its idle siblings most likely died with it (a restart, a failover, a mass kill).
+            await self.db.connection_lost()
         async with self.db.connection() as conn:
             return await self.db.run(conn, sql, values, rows=rows)

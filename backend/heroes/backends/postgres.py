@@ -149,6 +149,9 @@ class PostgresDatabase(Database):
         await self.sweep()
         raise ConnectionLost("the database closed an idle connection")
 
+    async def connection_lost(self) -> None:
+        await self.sweep()
+
     async def sweep(self) -> None:
         """Test every idle connection now (one sweep at a time, shared by all who ask)."""
         if self._sweep is None or self._sweep.done():

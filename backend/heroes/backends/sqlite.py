@@ -116,6 +116,9 @@ class SQLiteDatabase(Database):
         except sqlite3.Error as exc:
             raise _classify(exc) from exc
 
+    async def connection_lost(self) -> None:
+        """Never happens: the database is a file of this process."""
+
     def stats(self) -> PoolStats:
         opened = int(self._conn is not None)
         return PoolStats(
