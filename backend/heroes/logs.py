@@ -152,6 +152,9 @@ def logging_config(
             "uvicorn.access": {"level": "WARNING", **silent},
             # Lines are INFO: under LOG_LEVEL=warning (or access_log=False) they cost one check.
             ACCESS_LOGGER: {"level": upper if access_log else "WARNING", "propagate": True},
+            # psycopg_pool logs every checkout and return at INFO; its warnings (a failed
+            # connect, a connection lost) still come through.
+            "psycopg.pool": {"level": "WARNING"},
             # alembic >= 1.17 announces each of its plugins at INFO when a worker imports it.
             "alembic.runtime.plugins": {"level": "WARNING"},
         },

@@ -14,6 +14,7 @@ from contextlib import contextmanager
 
 import pytest
 
+from heroes.config import Settings
 from heroes.logs import (
     ACCESS_LOGGER,
     JsonFormatter,
@@ -23,6 +24,8 @@ from heroes.logs import (
     logging_config,
     request_id_var,
 )
+
+from .conftest import asgi_client, running_app
 
 TS = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
 
@@ -210,3 +213,23 @@ def test_auto_format_is_plain_on_a_terminal_and_json_otherwise(
     monkeypatch.setattr(sys, "stdout", _Stream(tty))
     assert logging_config("info", "auto")["formatters"]["heroes"]["()"] is formatter
     assert logging_config("info", "json")["formatters"]["heroes"]["()"] is JsonFormatter
+
+
+@pytest.mark.anyio
+async def test_the_pools_per_checkout_lines_are_not_logged_at_info(pg_settings: Settings) -> None:
+    """psycopg_pool logs every checkout and return at INFO: two lines per request otherwise."""
+    stream = io.StringIO()
+    config = logging_config("info", "json")
+    config["handlers"]["stdout"]["stream"] = stream
+    del config["handlers"]["stdout"]["filters"]
+    previous = logging.getLogger().handlers[:]
+    logging.config.dictConfig(config)
+    try:
+        async with running_app(pg_settings) as app, asgi_client(app) as client:
+            assert (await client.get("/heroes/")).status_code == 200
+    finally:
+        root = logging.getLogger()
+        root.handlers[:] = previous
+    pool_lines = [line for line in stream.getvalue().splitlines() if '"psycopg.pool"' in line]
+    assert pool_lines == []
+    assert logging.getLogger("psycopg.pool").isEnabledFor(logging.WARNING)
