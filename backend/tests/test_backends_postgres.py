@@ -52,8 +52,9 @@ def _sessions_opened(settings: Settings) -> int:
 class ReadLoad:
     """READERS clients reading one hero in a loop; every answer's status and time recorded."""
 
-    def __init__(self, client: httpx.AsyncClient, path: str) -> None:
+    def __init__(self, client: httpx.AsyncClient, path: str, readers: int = READERS) -> None:
         self.client = client
+        self.readers = readers
         self.path = path
         self.answers: list[tuple[float, float, int]] = []  # (sent, answered, status)
         self._stop = asyncio.Event()
@@ -73,7 +74,7 @@ class ReadLoad:
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[None]:
-        tasks = [asyncio.create_task(self._reader()) for _ in range(READERS)]
+        tasks = [asyncio.create_task(self._reader()) for _ in range(self.readers)]
         try:
             yield
         finally:
@@ -103,12 +104,17 @@ async def test_killing_every_app_connection_under_read_load_fails_no_read(
 async def test_a_steady_load_opens_no_connection_after_warm_up(pg_settings: Settings) -> None:
     async with running_app(pg_settings) as app, asgi_client(app) as client:
         hero = await create_hero(client)
-        load = ReadLoad(client, f"/heroes/{hero['id']}")
         db: PostgresDatabase = app.state.db
-        async with load.running():  # warm-up: the pool grows to what the load needs
-            await asyncio.sleep(1.0)
+        # More readers than the pool's maximum: it grows to its cap during the warm-up.
+        readers = db.stats().max_size + 4
+        load = ReadLoad(client, f"/heroes/{hero['id']}", readers)
+        async with load.running():  # warm-up: the pool grows, one at a time, to what it needs
+            for _ in range(60):  # until it holds its maximum (at most 15 s)
+                if db.stats().open >= db.stats().max_size:
+                    break
+                await asyncio.sleep(0.25)
         opened, sessions = db.stats().opened_total, _sessions_opened(pg_settings)
-        load = ReadLoad(client, f"/heroes/{hero['id']}")
+        load = ReadLoad(client, f"/heroes/{hero['id']}", readers)
         async with load.running():
             await asyncio.sleep(2.0)
         assert set(load.statuses) == {200}
