@@ -44,6 +44,11 @@ def served_app(settings: Settings) -> FastAPI:
     return create_app(settings)
 
 
+# Hypothesis flags any change of the global ``random`` state while it draws a case, from any thread.
+# The app runs on schemathesis's own thread, and psycopg_pool jitters every new connection's expiry
+# with ``random.random()``: a pool still filling (or replacing a connection) while a case is drawn
+# trips the check without the strategies using ``random`` at all (CI saw it once in ~20 runs).
+@pytest.mark.filterwarnings("ignore:Do not use the `random` module inside strategies")
 @pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE])
 def test_every_answer_matches_its_documented_schema(
     served_app: FastAPI, mode: GenerationMode
