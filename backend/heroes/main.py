@@ -22,7 +22,6 @@ from heroes.lifecycle import CloseConnectionsWhileDraining
 from heroes.limits import BodySizeLimit
 from heroes.migrate import SchemaExpectation
 from heroes.observability import RequestObservability
-from heroes.security import protection
 
 
 @asynccontextmanager
@@ -72,8 +71,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     register_error_handlers(app)
-    app.include_router(hero_routes.reads, **protection(settings, writes=False))
-    app.include_router(hero_routes.writes, **protection(settings, writes=True))
+    hero_routes.add_routes(app, settings)
     app.include_router(health.router)
     app.include_router(metrics.router)
     if docs:

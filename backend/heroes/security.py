@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi import Depends, HTTPException, Request
@@ -55,10 +56,18 @@ class BearerToken(HTTPBearer):
 require_token = BearerToken()
 
 
-def protection(settings: Settings, *, writes: bool) -> dict[str, Any]:
-    """``include_router`` arguments of a group of routes: the token dependency and its 401 when
-    protected; none at all (not even a no-op dependency) when open."""
+@dataclass(frozen=True, slots=True)
+class Protection:
+    """What a group of routes (reads, or writes) gets from the token check."""
+
+    dependencies: list[Any]
+    responses: dict[int | str, dict[str, Any]]
+
+
+def protection(settings: Settings, *, writes: bool) -> Protection:
+    """The token dependency and its 401 for a group of routes when protected; none at all (not
+    even a no-op dependency: each costs a pass of FastAPI's dependency solver) when open."""
     protected = bool(settings.api_tokens) and (writes or settings.auth_protect_reads)
     if not protected:
-        return {}
-    return {"dependencies": [Depends(require_token)], "responses": UNAUTHORIZED}
+        return Protection(dependencies=[], responses={})
+    return Protection(dependencies=[Depends(require_token)], responses=UNAUTHORIZED)

@@ -1,9 +1,8 @@
 """405 answers that tell the truth: ``Allow`` lists every method of the path.
 
-Each method of a path is its own route (and reads and writes are separate routers), so the
-router's own 405 names only the methods of the first route whose path matched: ``PUT
-/heroes/1`` said ``Allow: GET``. One catch-all route per path, added after the others, answers
-every method no route takes, with all of them.
+Each method of a path is its own route, so the router's own 405 names only the methods of the
+first route whose path matched: ``PUT /heroes/1`` said ``Allow: GET``. One catch-all route per
+path, added after the others, answers every method no route takes, with all of them.
 """
 
 from __future__ import annotations
