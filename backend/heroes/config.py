@@ -51,7 +51,7 @@ class Settings(BaseSettings):
     database_url: str = "sqlite:///./heroes.db"
     database_password: SecretStr | None = None
     db_pool_size: int = Field(default=5, ge=1, le=100)
-    db_max_overflow: int = Field(default=5, ge=0, le=100)
+    db_max_overflow: int = Field(default=10, ge=0, le=100)
     db_pool_timeout: float = Field(default=2.0, gt=0, le=120)
     db_pool_max_idle: float = Field(default=600.0, ge=1, le=86400)
     db_pool_pre_ping: bool = True

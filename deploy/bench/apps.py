@@ -10,7 +10,7 @@ file may not be edited): it keeps 5 connections and closes every overflow connec
 is returned to a full pool, so with ~16 requests in flight per worker it reconnects constantly (a
 defect of the baseline, like the others in its README). The ceiling's psycopg pool (min 5, max 15)
 grows to 15 and keeps them. heroes runs with its shipped defaults (psycopg_pool, DB_POOL_SIZE=5 +
-DB_MAX_OVERFLOW=5 per worker, kept while in use); ``bench.sh --heroes-env KEY=VALUE`` measures
+DB_MAX_OVERFLOW=10 per worker, kept while in use); ``bench.sh --heroes-env KEY=VALUE`` measures
 one setting changed, and the report names it.
 """
 

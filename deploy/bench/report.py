@@ -154,7 +154,7 @@ def render(
         "connections that are closed when returned).",
         "- (b) heroes with its shipped defaults: `gunicorn -c deploy/gunicorn.conf.py`, "
         "WEB_CONCURRENCY=2 (the image's default on 2 cores), ENVIRONMENT=development, its own "
-        "pool settings (DB_POOL_SIZE=5, DB_MAX_OVERFLOW=5 per worker), LOG_LEVEL=warning as for "
+        "pool settings (DB_POOL_SIZE=5, DB_MAX_OVERFLOW=10 per worker), LOG_LEVEL=warning as for "
         "every app"
         + "".join(f", **{key}={value}**" for key, value in (heroes_env or {}).items())
         + ".",
