@@ -90,6 +90,11 @@ class Database(ABC):
     async def run(self, conn: Any, sql: str, params: Params, *, rows: bool) -> Sequence[Row]:
         """Execute ``sql``; its rows when ``rows``. Driver errors leave as this module's errors."""
 
+    async def run_alone(self, sql: str, params: Params, *, rows: bool) -> Sequence[Row]:
+        """Execute ``sql`` on a connection of its own, in autocommit, given back at once."""
+        async with self.connection() as conn:
+            return await self.run(conn, sql, params, rows=rows)
+
     @abstractmethod
     def stats(self) -> PoolStats: ...
 
@@ -138,8 +143,7 @@ class Session:
         if self._conn is not None:
             return await self.db.run(self._conn, sql, values, rows=rows)
         try:
-            async with self.db.connection() as conn:
-                return await self.db.run(conn, sql, values, rows=rows)
+            return await self.db.run_alone(sql, values, rows=rows)
         except ConnectionLost:
             # A read changes nothing, so it is safe to send again; a write may have been applied
             # before the connection broke, so it is never resent.
@@ -147,5 +151,4 @@ class Session:
                 raise
             # Its idle siblings most likely died with it (a restart, a failover, a mass kill).
             await self.db.connection_lost()
-        async with self.db.connection() as conn:
-            return await self.db.run(conn, sql, values, rows=rows)
+        return await self.db.run_alone(sql, values, rows=rows)

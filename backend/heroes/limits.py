@@ -1,43 +1,42 @@
-"""Refuse oversized request bodies with 413, whether or not they declare a Content-Length."""
+"""The request-body limit: a declared Content-Length is judged before anything runs (400/413);
+a body without one is counted as it is read, and reading past the limit raises 413."""
 
 from __future__ import annotations
 
 from starlette.exceptions import HTTPException
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive
 
 from heroes.errors import error
 
 TOO_LARGE = "Request body too large"
 
 
-class BodySizeLimit:
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
-        self.app = app
-        self.max_bytes = max_bytes
+def refusal(content_length: bytes | None, max_bytes: int) -> ASGIApp | None:
+    """The answer to a request whose Content-Length is invalid or over the limit, else None."""
+    if content_length is None:
+        return None
+    if not content_length.isdigit():
+        return error(400, "Invalid Content-Length")
+    if int(content_length) > max_bytes:
+        return error(413, TOO_LARGE)
+    return None
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        for key, value in scope["headers"]:
-            if key == b"content-length":
-                if not value.isdigit():
-                    await error(400, "Invalid Content-Length")(scope, receive, send)
-                    return
-                if int(value) > self.max_bytes:
-                    await error(413, TOO_LARGE)(scope, receive, send)
-                    return
-                break
-        received = 0
 
-        async def counted_receive() -> Message:
-            nonlocal received
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > self.max_bytes:
-                    # Raised inside the route's body read, so the normal handlers answer 413.
-                    raise HTTPException(status_code=413, detail=TOO_LARGE)
-            return message
+def counted(receive: Receive, max_bytes: int) -> Receive:
+    """``receive`` for a body of undeclared length (chunked): 413 once it exceeds the limit.
 
-        await self.app(scope, counted_receive, send)
+    A body with a Content-Length needs no counting: the server reads exactly that many bytes.
+    """
+    received = 0
+
+    async def counted_receive() -> Message:
+        nonlocal received
+        message = await receive()
+        if message["type"] == "http.request":
+            received += len(message.get("body", b""))
+            if received > max_bytes:
+                # Raised inside the route's body read, so the normal handlers answer 413.
+                raise HTTPException(status_code=413, detail=TOO_LARGE)
+        return message
+
+    return counted_receive

@@ -17,11 +17,9 @@ from heroes.api.methods import add_method_not_allowed
 from heroes.backends import create_database
 from heroes.config import Settings, get_settings
 from heroes.docs import add_docs
+from heroes.edge import Edge
 from heroes.errors import register_error_handlers
-from heroes.lifecycle import CloseConnectionsWhileDraining
-from heroes.limits import BodySizeLimit
 from heroes.migrate import SchemaExpectation
-from heroes.observability import RequestObservability
 
 
 @asynccontextmanager
@@ -46,13 +44,18 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 
 class HeroesAPI(FastAPI):
-    """FastAPI with the request-id/metrics middleware outside everything, even outside
-    Starlette's ServerErrorMiddleware (``add_middleware`` can only go inside it): a 500 gets a
-    request id and is counted like any other answer."""
+    """FastAPI with heroes.edge outside everything, even outside Starlette's
+    ServerErrorMiddleware (``add_middleware`` can only go inside it): a 500 gets a request id and
+    is counted like any other answer."""
 
     def build_middleware_stack(self) -> ASGIApp:
+        settings: Settings = self.state.settings
         paths = {route.endpoint: route.path for route in self.routes if isinstance(route, Route)}
-        return RequestObservability(super().build_middleware_stack(), route_paths=paths)
+        return Edge(
+            super().build_middleware_stack(),
+            max_body_bytes=settings.max_body_bytes,
+            route_paths=paths,
+        )
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -77,6 +80,4 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     if docs:
         add_docs(app, openapi_url="/openapi.json")
     add_method_not_allowed(app)
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
-    app.add_middleware(CloseConnectionsWhileDraining)
     return app

@@ -1,4 +1,4 @@
-"""The outermost middleware: request ids, access lines, request metrics, unhandled errors."""
+"""The edge layer: request ids, access lines, request metrics, unhandled errors."""
 
 from __future__ import annotations
 
@@ -13,8 +13,9 @@ from starlette.types import Message, Receive, Scope, Send
 
 from heroes import crud, metrics
 from heroes.db import ValueRejected
+from heroes.edge import Edge
 from heroes.lifecycle import begin_draining
-from heroes.observability import RequestObservability
+from heroes.observability import _Ids, new_request_id
 
 from .logcapture import capture_logs
 
@@ -146,6 +147,14 @@ async def test_probes_and_scrapes_have_no_access_line_unless_they_fail(
     assert [line["msg"] for line in logs.lines("heroes.access")] == ["GET /health/ready 503"]
 
 
+def test_generated_ids_are_unique_and_a_forked_worker_makes_its_own() -> None:
+    ids = [new_request_id() for _ in range(1000)]
+    assert len(set(ids)) == 1000
+    assert all(GENERATED.fullmatch(request_id) for request_id in ids)
+    _Ids.reset()  # what os.register_at_fork runs in a child: a new random prefix
+    assert new_request_id()[:16] != ids[0][:16]
+
+
 # --- route labels ------------------------------------------------------------------------------
 
 
@@ -216,7 +225,7 @@ async def _run(app: Any, headers: list[tuple[bytes, bytes]] | None = None) -> li
         "headers": headers or [],
         "client": None,
     }
-    await RequestObservability(app)(scope, receive, send)
+    await Edge(app, max_body_bytes=1024)(scope, receive, send)
     return sent
 
 
@@ -307,5 +316,5 @@ async def test_lifespan_passes_through_untouched() -> None:
     async def ignore(message: Message) -> None:
         return None
 
-    await RequestObservability(app)({"type": "lifespan"}, nothing, ignore)
+    await Edge(app, max_body_bytes=1024)({"type": "lifespan"}, nothing, ignore)
     assert seen == ["lifespan"]

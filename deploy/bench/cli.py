@@ -57,10 +57,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="CI smoke run: 3 s per scenario in 1 round, 1 s warm-up; never writes the table",
     )
     parser.add_argument(
-        "--duration", type=float, help="measured seconds per app and scenario (default 12, quick 3)"
+        "--duration", type=float, help="measured seconds per app and scenario (default 20, quick 3)"
     )
     parser.add_argument(
-        "--rounds", type=int, help="split --duration into this many interleaved rounds (default 3)"
+        "--rounds", type=int, help="split --duration into this many interleaved rounds (default 10)"
     )
     parser.add_argument(
         "--warmup", type=float, help="warm-up seconds per app and scenario (default 2, quick 1)"
@@ -126,9 +126,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="exit 1 when a performance target is missed (never in --quick)",
     )
     args = parser.parse_args(argv)
-    args.duration = args.duration or (3.0 if args.quick else 12.0)
+    args.duration = args.duration or (3.0 if args.quick else 20.0)
     args.warmup = args.warmup if args.warmup is not None else (1.0 if args.quick else 2.0)
-    args.rounds = args.rounds or (1 if args.quick else 3)
+    args.rounds = args.rounds or (1 if args.quick else 10)
     if args.rounds < 1 or args.duration / args.rounds < 1:
         parser.error("every round needs at least 1 s (--duration / --rounds)")
     for item in args.heroes_env:

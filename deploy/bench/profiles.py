@@ -33,7 +33,7 @@ STACK_WIDE = [
     ("logging", r"\(logging/|\(heroes/logs|glogging"),
     (
         "metrics, request id",
-        r"prometheus_client|\(heroes/metrics|^_finished \(heroes/observability|request_id_from",
+        r"prometheus_client|\(heroes/metrics|^finished \(heroes/observability|request_id",
     ),
     (
         "response serialisation",
