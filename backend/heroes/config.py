@@ -57,6 +57,10 @@ class Settings(BaseSettings):
     db_pool_pre_ping: bool = True
     db_connect_timeout: int = Field(default=3, ge=1, le=120)
     db_statement_timeout_ms: int = Field(default=5000, ge=0)
+    # How long a database connection may stay silent (no TCP acknowledgement, no keepalive
+    # answer: a partition, a vanished host) before either end declares it dead; also the margin
+    # the client gives the server past DB_STATEMENT_TIMEOUT_MS before it abandons a statement.
+    db_network_timeout: float = Field(default=3.0, ge=1, le=120)
     docs_enabled: bool = True
     max_body_bytes: int = Field(default=65536, ge=1024)
     api_tokens: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)

@@ -19,6 +19,7 @@ from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
+from time import monotonic
 from typing import Any
 
 from sqlalchemy.engine import Dialect
@@ -26,6 +27,9 @@ from sqlalchemy.sql import ClauseElement
 
 Row = Mapping[str, Any]
 Params = Mapping[str, Any]
+
+#: A read whose connection broke within this many seconds is sent once more (see Session._run).
+RESEND_WITHIN = 1.0
 
 
 class DatabaseUnavailable(Exception):
@@ -142,12 +146,15 @@ class Session:
         values = params or {}
         if self._conn is not None:
             return await self.db.run(self._conn, sql, values, rows=rows)
+        sent = monotonic()
         try:
             return await self.db.run_alone(sql, values, rows=rows)
         except ConnectionLost:
             # A read changes nothing, so it is safe to send again; a write may have been applied
-            # before the connection broke, so it is never resent.
-            if not getattr(statement, "is_select", False):
+            # before the connection broke, so it is never resent. A read that broke only after
+            # RESEND_WITHIN was most likely cut by a silent network (a timeout): sending it again
+            # would make its client wait as long once more, for the same answer.
+            if not getattr(statement, "is_select", False) or monotonic() - sent > RESEND_WITHIN:
                 raise
             # Its idle siblings most likely died with it (a restart, a failover, a mass kill).
             await self.db.connection_lost()

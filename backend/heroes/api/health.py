@@ -6,6 +6,7 @@ import asyncio
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
+from starlette.datastructures import State
 
 from heroes import __version__
 from heroes.config import Settings
@@ -29,6 +30,19 @@ def _unavailable(reason: str) -> JSONResponse:
     return JSONResponse({"status": "unavailable", "reason": reason}, status_code=503)
 
 
+def _revision_check(state: State) -> asyncio.Task[str | None]:
+    """The check under way, or a new one. Probes share it, and one that gives up does not cancel
+    it: a cancelled statement is first cancelled on the server, over what may be a silent
+    network (seconds more). The check ends by itself, within the database layer's deadline."""
+    check: asyncio.Task[str | None] | None = getattr(state, "revision_check", None)
+    if check is None or check.done():
+        check = asyncio.get_running_loop().create_task(current_revision(Session(state.db)))
+        # Retrieved here, so a failure no probe waited for is not reported as never retrieved.
+        check.add_done_callback(lambda t: t.cancelled() or t.exception())
+        state.revision_check = check
+    return check
+
+
 @router.get(
     "/ready",
     responses={503: {"description": "Not ready: database down, schema not at head, or draining"}},
@@ -39,7 +53,7 @@ async def ready(request: Request) -> JSONResponse:
         return _unavailable("shutting down")
     try:
         async with asyncio.timeout(request.app.state.settings.ready_timeout):
-            revision = await current_revision(Session(request.app.state.db))
+            revision = await asyncio.shield(_revision_check(request.app.state))
     except TimeoutError:
         return _unavailable("database did not answer in time")
     except SchemaMissing:
