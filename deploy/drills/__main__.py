@@ -31,9 +31,11 @@ from drills import (
     backup,
     connection_kill,
     db_outage,
+    full_disk,
     fuzz,
     idempotent_retries,
     migrations,
+    partition,
     posture,
     replica_kill,
     rollout,
@@ -61,9 +63,13 @@ DRILLS: dict[int, tuple[str, Callable[[Context], DrillResult]]] = {
     13: (backup.TITLE, backup.run),
     14: (idempotent_retries.TITLE, idempotent_retries.run),
     15: (connection_kill.TITLE, connection_kill.run),
+    16: (partition.TITLE_DB, partition.run_db),
+    17: (partition.TITLE_REPLICA, partition.run_replica),
+    18: (full_disk.TITLE, full_disk.run),
+    19: (rollout.TITLE_CRASHING, rollout.run_crashing),
 }
 # 13 replaces the stack's volume (down -v, restore): after the drills that need its history.
-ORDER = (4, 7, 6, 5, 3, 15, 14, 2, 10, 11, 13, 1, 9, 8, 12)
+ORDER = (4, 7, 6, 5, 3, 15, 16, 18, 14, 2, 10, 17, 11, 13, 1, 9, 19, 8, 12)
 
 
 def _parse_only(value: str) -> set[int]:

@@ -51,7 +51,9 @@ COMMON: dict[int | str, dict[str, Any]] = {
     400: _error("Invalid Content-Length, or a body that is not decodable (bad UTF-8, too deep)"),
     413: _error("Request body larger than MAX_BODY_BYTES"),
     503: _error(
-        "Database unavailable; try again later",
+        "Database unavailable; try again after Retry-After. A write answered 503 may or may not "
+        "have been applied (its connection was lost mid-way): retry it with the same "
+        "Idempotency-Key, which applies it exactly once",
         Retry_After={"description": "Seconds to wait", "schema": {"type": "integer"}},
     ),
 }
