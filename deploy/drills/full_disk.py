@@ -23,6 +23,7 @@ import shutil
 import subprocess
 import tempfile
 import time
+from contextlib import suppress
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
@@ -50,10 +51,17 @@ def _psql(stack: Stack, sql: str) -> subprocess.CompletedProcess[str]:
 
 
 def _fill_tablespace(stack: Stack) -> Fault:
+    _psql(stack, "CREATE TABLE filler (b text) TABLESPACE small")
+    # A bulk insert fills most of it fast, but it extends the file many pages at a time, and the
+    # chunk that failed is given back: single rows then take what is left, page by page.
+    _psql(stack, "INSERT INTO filler SELECT repeat('x', 1800) FROM generate_series(1, 1000000)")
+    _psql(stack, "DO $$ BEGIN LOOP INSERT INTO filler VALUES (repeat('x', 1800)); END LOOP; END $$")
+    # Under concurrent inserts PostgreSQL extends a table many pages at a time and keeps the spare
+    # ones for later rows: the hero table has room left. Rows that are rolled back take it.
     filled = _psql(
         stack,
-        "CREATE TABLE filler (b text) TABLESPACE small; ALTER TABLE filler ALTER b SET STORAGE "
-        "PLAIN; INSERT INTO filler SELECT repeat('x', 1800) FROM generate_series(1, 1000000)",
+        "DO $$ BEGIN LOOP INSERT INTO hero (name, secret_name) "
+        "VALUES ('d18-filler', repeat('x', 250)); END LOOP; END $$",
     )
     started = time.time()
     log(f"drill 18a: small tablespace full: {filled.stderr.strip()[-160:]}")
@@ -111,8 +119,14 @@ class SmallDisk:
         return self
 
     def fill(self) -> None:
-        free = shutil.disk_usage(self.mount).free
-        subprocess.run(["fallocate", "-l", str(free), str(self.filler)], check=False)
+        """Every free block taken: written until the filesystem refuses, 1 MiB then 4 KiB at a
+        time."""
+        with self.filler.open("wb", buffering=0) as out:
+            for size in (1 << 20, 4096):
+                chunk = bytes(size)
+                with suppress(OSError):
+                    while True:
+                        out.write(chunk)
 
     def free(self) -> None:
         self.filler.unlink(missing_ok=True)
@@ -127,17 +141,14 @@ def _fill_data_disk(stack: Stack, disk: SmallDisk, stopped: dict[str, Any]) -> F
     disk.fill()
     started = time.time()
     log("drill 18b: data filesystem full")
-    # WAL goes on in its current segment until it needs a new one: switch until it does.
-    push = (
-        "CREATE TABLE IF NOT EXISTS wal_pusher (n int); "
-        "INSERT INTO wal_pusher SELECT generate_series(1, 10000); SELECT pg_switch_wal()"
-    )
-    for _ in range(20):
-        _psql(stack, push)
-        state = stack.inspect(db)["State"]
-        if state["Status"] != "running" or state.get("Health", {}).get("Status") != "healthy":
+    # WAL goes on in its current segment, then in recycled ones: write some in place (an
+    # update within its page needs no new block) and switch, until a new segment is needed.
+    for _ in range(40):
+        _psql(stack, "UPDATE hero SET age = age WHERE id = (SELECT min(id) FROM hero)")
+        _psql(stack, "SELECT pg_switch_wal()")
+        if _psql(stack, "SELECT 1").returncode != 0:  # PostgreSQL stopped (or restarting)
             break
-        time.sleep(0.5)
+        time.sleep(0.2)
     stopped["db_failed_after_s"] = round(time.time() - started, 1)
     time.sleep(FULL_FOR_S)
     disk.free()

@@ -6,7 +6,8 @@ left open and silent: nothing refuses, nothing resets, only the clients' own dea
     answer slower than 8 s (the api's deadlines: the kernel gives up on a silent connection after
     DB_NETWORK_TIMEOUT, a request waits DB_POOL_TIMEOUT at most for a connection); only 200, 503
     (and 409 for a keyed retry that overtook its first attempt) answered; reads answered 200 again
-    within 2 s of the heal; every acknowledged write stored, none twice.
+    within 2 s of the heal and every replica routed by the proxy again within 2 s (it took them
+    out while their readiness failed); every acknowledged write stored, none twice.
 17. One api replica cut off the proxy's network for 15 s under the mixed load. Pass: the proxy
     marks it down within its health-check window, no request waits on it longer than the proxy's
     server timeout, the other replica serves everything else, and the replica is routed to again
@@ -29,6 +30,7 @@ TITLE_REPLICA = "One api replica partitioned from the proxy under load"
 PARTITIONS_S = (20.0, 60.0)
 SLOWEST_MAX_S = 8.0
 READS_BACK_S = 2.0
+ROUTED_BACK_S = 2.0
 #: HAProxy's health-check window for a silent replica (fall 3 checks, each ending at `timeout
 #: connect` 1 s, at `inter` 500 ms then `fastinter` 250 ms) and its `timeout server`.
 MARKED_DOWN_MAX_S = 5.0
@@ -36,25 +38,41 @@ SERVER_TIMEOUT_S = 30.0
 REPLICA_PARTITION_S = 15.0
 
 
-def _partition_db(ctx: Context, seconds: float) -> Fault:
-    with ctx.stack.partitioned(ctx.stack.container("db"), ctx.stack.network()) as cut:
+def _partition_db(ctx: Context, seconds: float, routing: dict[str, float | None]) -> Fault:
+    stack = ctx.stack
+    replicas = stack.containers("api")
+    with stack.partitioned(stack.container("db"), stack.network()) as cut:
         log(f"drill 16: database partitioned for {seconds:.0f} s")
-        time.sleep(seconds)
+        # Readiness fails (within READY_TIMEOUT), so the proxy takes every replica out.
+        routing["out_after_s"] = wait_for(
+            lambda: not any(stack.routed(c) for c in replicas), timeout=seconds
+        )
+        time.sleep(max(0.0, cut + seconds - time.time()))
+    healed = time.time()
     log("drill 16: partition healed")
-    return Fault(cut, time.time())
+    routing["back_after_s"] = wait_for(lambda: all(stack.routed(c) for c in replicas), timeout=15)
+    return Fault(cut, healed)
 
 
 def run_db(ctx: Context) -> DrillResult:
     result = DrillResult(16, TITLE_DB, services=("api", "db", "proxy"))
-    runs = [
+    runs = []
+    for i, seconds in enumerate(PARTITIONS_S):
+        routing: dict[str, float | None] = {}
+        fault = partial(_partition_db, ctx, seconds, routing)
         # Retries go on well past the heal: every key must end answered.
-        under_fault(ctx, f"d16{i}-{ctx.run_id}", partial(_partition_db, ctx, s), s + 30)
-        for i, s in enumerate(PARTITIONS_S)
-    ]
+        f = under_fault(ctx, f"d16{i}-{ctx.run_id}", fault, retry_for=seconds + 30)
+        f.update({k: None if v is None else round(v, 2) for k, v in routing.items()})
+        runs.append(f)
     result.figures["partitions"] = runs
     for f in runs:
         what = f"{f['fault_s']:.0f} s partition"
         expect_bounded(result, f, what, SLOWEST_MAX_S)
+        result.expect(f["out_after_s"] is not None, f"{what}: the proxy kept routing to a replica")
+        result.expect(
+            f["back_after_s"] is not None and f["back_after_s"] <= ROUTED_BACK_S,
+            f"{what}: replicas routed again {f['back_after_s']} s after the heal",
+        )
         result.expect(503 in f["read_statuses"], f"{what}: no read got 503: was it cut at all?")
         result.expect(
             f["reads_back_s"] is not None and f["reads_back_s"] <= READS_BACK_S,
@@ -63,7 +81,8 @@ def run_db(ctx: Context) -> DrillResult:
     result.summary = "; ".join(
         f"{f['fault_s']:.0f} s: slowest {f['slowest_s']} s, reads {f['read_statuses']}, "
         f"keyed writes {f['write_statuses']} ({f['acked']} acked, {f['lost']} lost, "
-        f"{f['twice']} twice), reads back {f['reads_back_s']} s after the heal"
+        f"{f['twice']} twice), replicas out of the proxy {f['out_after_s']} s after the cut, "
+        f"reads back {f['reads_back_s']} s and replicas routed {f['back_after_s']} s after the heal"
         for f in runs
     )
     return result
