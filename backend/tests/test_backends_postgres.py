@@ -201,6 +201,7 @@ def _silent_server_settings(own_server: PostgresServer, name: str) -> Settings:
         db_network_timeout=1,
         db_pool_timeout=1.0,
         db_connect_timeout=1,
+        ready_timeout=0.5,
     )
     migrate.upgrade(settings)
     return settings
@@ -220,8 +221,12 @@ async def test_a_silent_server_gets_503_within_the_deadline_and_recovers(
                 await asyncio.sleep(4.0)
                 ready = await client.get("/health/ready")
             back = time.monotonic()
+            while (await client.get("/health/ready")).status_code != 200:
+                assert time.monotonic() - back < 1.0, "not ready 1 s after the server's return"
+                await asyncio.sleep(0.05)
             await asyncio.sleep(2.0)
         assert ready.status_code == 503
+        assert ready.json()["reason"] == "database did not answer in time"
     during = [(sent, at, s) for sent, at, s in load.answers if silent < sent and at < back]
     assert len(during) >= READERS
     assert {status for _, _, status in during} == {503}

@@ -33,6 +33,7 @@ import asyncio
 import select
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager, suppress
+from time import monotonic
 from typing import Any, Self
 
 import psycopg
@@ -162,9 +163,9 @@ def _server_hung_up(conn: Connection) -> bool:
     return bool(poller.poll(0))
 
 
-def _classify(conn: Connection, exc: psycopg.Error) -> Exception:
+def _classify(conn: Connection, exc: psycopg.Error, sent: float) -> Exception:
     if conn.broken or conn.closed:
-        return ConnectionLost(f"database connection lost: {exc}")
+        return ConnectionLost(f"database connection lost: {exc}", monotonic() - sent)
     if isinstance(exc, psycopg.errors.UndefinedTable):
         return SchemaMissing(str(exc))
     if (exc.sqlstate or "")[:2] in UNAVAILABLE_CLASSES:
@@ -261,16 +262,17 @@ class PostgresDatabase(Database):
             async with conn.transaction():
                 yield
         except psycopg.Error as exc:
-            raise _classify(conn, exc) from exc
+            raise _classify(conn, exc, monotonic()) from exc
 
     async def run(self, conn: Connection, sql: str, params: Params, *, rows: bool) -> Sequence[Row]:
+        sent = monotonic()
         try:
             cursor = await conn.execute(sql, params)
             if rows:
                 return await cursor.fetchall()
             return ()
         except psycopg.Error as exc:
-            raise _classify(conn, exc) from exc
+            raise _classify(conn, exc, sent) from exc
 
     def stats(self) -> PoolStats:
         stats = self.pool.get_stats()
