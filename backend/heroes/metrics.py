@@ -151,7 +151,7 @@ def flush() -> None:
         tally[:] = [0.0] * len(tally)
 
 
-class InFlight:
+class RequestsInFlight:
     """Requests being served by this process: a plain counter on the hot path, copied into the
     gauge when sampled (in multiprocess mode every gauge write is an mmap write)."""
 
@@ -161,7 +161,7 @@ class InFlight:
 def sample_pool(db: Database) -> None:
     """Copy this process' buffered requests, pool state and in-flight count into the metrics."""
     flush()
-    IN_PROGRESS.set(InFlight.count)
+    IN_PROGRESS.set(RequestsInFlight.count)
     stats = db.stats()
     POOL_SIZE.set(stats.size)
     POOL_CHECKED_OUT.set(stats.in_use)
