@@ -20,7 +20,7 @@ pytestmark = pytest.mark.anyio
 
 async def test_plain_routers_are_flattened_into_the_apps_routes() -> None:
     app = create_app(Settings(database_url="sqlite:///unused.db"))
-    own = [(route.path, sorted(route.methods)) for route in app.router.routes
+    own = [(route.path, sorted(route.methods or ())) for route in app.router.routes
            if isinstance(route, APIRoute)]  # fmt: skip
     assert ("/heroes/{hero_id}", ["GET"]) in own
     assert ("/heroes/", ["POST"]) in own
