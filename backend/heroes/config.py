@@ -13,6 +13,8 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from sqlalchemy.engine import URL, make_url
 
+from heroes.logs import known_level
+
 # Values that mean "nobody set a real secret yet"; production refuses them.
 PLACEHOLDER_MARKERS = ("changeme", "change-me", "change_me", "placeholder", "example", "dev-only")
 SECRET_FILE_FIELDS = ("database_url", "database_password", "api_tokens")
@@ -99,10 +101,7 @@ class Settings(BaseSettings):
     @field_validator("log_level")
     @classmethod
     def _known_level(cls, value: str) -> str:
-        level = value.strip().lower()
-        if level not in {"critical", "error", "warning", "info", "debug"}:
-            raise ValueError("LOG_LEVEL must be one of critical, error, warning, info, debug")
-        return level
+        return known_level(value)
 
     @field_validator("database_url")
     @classmethod

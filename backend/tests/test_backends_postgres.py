@@ -17,12 +17,12 @@ import httpx
 import psycopg
 import pytest
 
+from harness.postgres import PostgresServer, create_database
 from heroes import migrate
 from heroes.backends.postgres import PostgresDatabase
 from heroes.config import Settings
 
 from .conftest import asgi_client, create_hero, make_settings, running_app
-from .pgserver import PostgresServer, create_database
 
 pytestmark = [pytest.mark.anyio, pytest.mark.postgres_only]
 
