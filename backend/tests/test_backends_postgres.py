@@ -7,6 +7,7 @@ import asyncio
 import os
 import resource
 import signal
+import socket
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
@@ -23,6 +24,7 @@ from heroes.backends.postgres import PostgresDatabase
 from heroes.config import Settings
 
 from .conftest import asgi_client, create_hero, make_settings, running_app
+from .gunicorn_server import Gunicorn
 
 pytestmark = [pytest.mark.anyio, pytest.mark.postgres_only]
 
@@ -317,3 +319,45 @@ async def test_connections_carry_the_network_timeouts_on_both_ends(pg_settings: 
         "statement_timeout": "5s",
         "idle_in_transaction_session_timeout": "8s",
     }
+
+
+def test_a_worker_holding_1100_client_connections_keeps_sound_database_connections(
+    pg_settings: Settings, tmp_path: Path
+) -> None:
+    """The issue's measurement, on the production server: one worker holds 1,100 keep-alive
+    client connections, every app connection to the database is terminated, and the 300 reads
+    after the recovery open at most 2 new ones (select() on a descriptor >= 1024 used to call
+    every connection opened then dead at its next checkout: one new connection per read)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    assert hard >= 4096, f"this test needs RLIMIT_NOFILE's hard limit >= 4096, not {hard}"
+    resource.setrlimit(resource.RLIMIT_NOFILE, (4096, hard))  # the server inherits it
+    url = pg_settings.database_url
+    server = Gunicorn(tmp_path, workers=1, DATABASE_URL=url, KEEPALIVE="120", LOG_LEVEL="warning")
+    held: list[socket.socket] = []
+    try:
+        server.start()
+        with httpx.Client(base_url=server.url) as client:
+            created = client.post("/heroes/", json={"name": "Dr. Weird", "secret_name": "Steve"})
+            path = f"/heroes/{created.json()['id']}"
+            for _ in range(1100):
+                sock = socket.create_connection(("127.0.0.1", server.port))
+                sock.sendall(f"GET {path} HTTP/1.1\r\nHost: test\r\n\r\n".encode())
+                held.append(sock)
+            for sock in held:  # each answered once, then idle on keep-alive
+                assert sock.recv(65536).startswith(b"HTTP/1.1 200")
+            (worker,) = server.workers()
+            assert len(os.listdir(f"/proc/{worker}/fd")) > 1100
+            assert _terminate_app_connections(pg_settings) >= 1
+            for _ in range(5):  # the reads that meet the dead connections, and the refill
+                client.get(path)
+            time.sleep(1.0)
+            opened = _sessions_opened(pg_settings)
+            statuses = Counter(client.get(path).status_code for _ in range(300))
+            new = _sessions_opened(pg_settings) - opened - 1  # - the count's own session
+    finally:
+        for sock in held:
+            sock.close()
+        server.stop()
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert statuses == {200: 300}
+    assert new <= 2, f"{new} new PostgreSQL connections for 300 reads"
