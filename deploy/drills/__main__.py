@@ -42,7 +42,7 @@ from drills import (
     tls,
     worker_crash,
 )
-from drills.common import Context, DrillResult
+from drills.common import UNLIMITED, Context, DrillResult
 from drills.stack import DrillError, Stack, log
 
 DRILLS: dict[int, tuple[str, Callable[[Context], DrillResult]]] = {
@@ -64,12 +64,6 @@ DRILLS: dict[int, tuple[str, Callable[[Context], DrillResult]]] = {
 }
 # 13 replaces the stack's volume (down -v, restore): after the drills that need its history.
 ORDER = (4, 7, 6, 5, 3, 15, 14, 2, 10, 11, 13, 1, 9, 8, 12)
-
-
-#: The shared stack's rate limits (haproxy.cfg): its drills load it with 32 clients that share one
-#: token and one address (the host's, through the published port), far past what one client may
-#: send. Drill 27 tests the limits on a stack of its own, with the shipped defaults.
-UNLIMITED = {"RATE_LIMIT_CLIENT": "1000000", "RATE_LIMIT_ADDRESS": "1000000"}
 
 
 def _parse_only(value: str) -> set[int]:
@@ -166,7 +160,11 @@ def main(argv: list[str] | None = None) -> int:
     tokens = _tokens_file()
     files = ("docker-compose.yml", "deploy/compose.drills.yml", *args.compose_file)
     stack = Stack(
-        root=root, project=args.project, image=args.image, tokens_file=tokens, files=files,
+        root=root,
+        project=args.project,
+        image=args.image,
+        tokens_file=tokens,
+        files=files,
         extra_env=UNLIMITED,
     )
     run_id = f"{int(time.time()) % 10**6:06d}{secrets.token_hex(2)}"

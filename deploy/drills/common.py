@@ -16,6 +16,11 @@ from typing import Any
 from drills.client import MISSES, Outcome, request_once
 from drills.stack import DrillError, NetworkLoad, Stack, log
 
+#: Rate limits (haproxy.cfg) for the stacks whose drills load them with 32 clients that share
+#: one token and one address (the host's, through the published port): far past what one client
+#: may send. Drill 27 tests the limits on a stack of its own.
+UNLIMITED = {"RATE_LIMIT_CLIENT": "1000000", "RATE_LIMIT_ADDRESS": "1000000"}
+
 
 @dataclass
 class Context:
@@ -74,6 +79,7 @@ class Request:
     snippet: str
     op: str = "POST"  # POST | GET | LIST | PATCH (drills.load.OPS)
     age: int | None = None  # the age written (POST, PATCH)
+    retry_after: str | None = None  # the answer's Retry-After header
 
     @property
     def is_read(self) -> bool:
