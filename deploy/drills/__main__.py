@@ -27,6 +27,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from drills import (
+    abuse,
     auth,
     backup,
     connection_kill,
@@ -34,6 +35,7 @@ from drills import (
     fuzz,
     idempotent_retries,
     migrations,
+    overload,
     posture,
     replica_kill,
     rollout,
@@ -42,7 +44,7 @@ from drills import (
     tls,
     worker_crash,
 )
-from drills.common import UNLIMITED, Context, DrillResult
+from drills.common import QUEUEING, UNLIMITED, Context, DrillResult
 from drills.stack import DrillError, Stack, log
 
 DRILLS: dict[int, tuple[str, Callable[[Context], DrillResult]]] = {
@@ -61,9 +63,11 @@ DRILLS: dict[int, tuple[str, Callable[[Context], DrillResult]]] = {
     13: (backup.TITLE, backup.run),
     14: (idempotent_retries.TITLE, idempotent_retries.run),
     15: (connection_kill.TITLE, connection_kill.run),
+    27: (abuse.TITLE, abuse.run),
+    28: (overload.TITLE, overload.run),
 }
 # 13 replaces the stack's volume (down -v, restore): after the drills that need its history.
-ORDER = (4, 7, 6, 5, 3, 15, 14, 2, 10, 11, 13, 1, 9, 8, 12)
+ORDER = (4, 7, 6, 5, 3, 15, 14, 2, 10, 11, 13, 1, 9, 8, 12, 27, 28)
 
 
 def _parse_only(value: str) -> set[int]:
@@ -165,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
         image=args.image,
         tokens_file=tokens,
         files=files,
-        extra_env=UNLIMITED,
+        extra_env={**UNLIMITED, **QUEUEING},
     )
     run_id = f"{int(time.time()) % 10**6:06d}{secrets.token_hex(2)}"
     ctx = Context(stack=stack, run_id=run_id, clients=args.clients, warmup=args.warmup,

@@ -37,8 +37,9 @@ from drills.client import Connection, Outcome, Result, split_url, tls_context
 
 # One request in the result: a list, to keep the JSON small.
 # [name, outcome, status, started, sent, ended, latency, fresh, error, hero_id, json_ok, snippet,
-#  op, age, retry_after]: name = the hero created or targeted ("" for a list), op = POST | GET |
-#  LIST | PATCH, age = the age written (POST, PATCH), retry_after = the answer's Retry-After.
+#  op, age, retry_after, ratelimit]: name = the hero created or targeted ("" for a list), op =
+#  POST | GET | LIST | PATCH, age = the age written (POST, PATCH), retry_after and ratelimit = the
+#  answer's Retry-After and RateLimit headers.
 Row = list[Any]
 #: One client's cycle.
 OPS = ("POST", "GET", "LIST", "PATCH")
@@ -91,6 +92,7 @@ def _row(name: str, r: Result, op: str = "POST", age: int | None = None) -> Row:
         op,
         age,
         r.headers.get("retry-after"),
+        r.headers.get("ratelimit"),
     ]
 
 

@@ -228,21 +228,27 @@ class Stack:
         rate: float = 0.0,
         retry_after_cap: float = 0.0,
         in_container: bool = False,
+        token_file: Path | None = None,
+        niced: bool = False,
     ) -> NetworkLoad:
         """The load generator (drills.load) as a process on the host, against ``url`` (default: the
         proxy's published port): what a user of the stack sees (HAProxy behind docker-proxy).
 
-        ``tokens``: "one" (the first of the stack's tokens), "per-client" (client i: token i),
+        ``tokens``: "one" (the first of the stack's tokens, or of ``token_file``), "per-client"
+        (client i: token i),
         "random" (a made-up one per request) or "none". ``in_container``: in a container of the
         stack's image on the stack's ``edge`` network instead, against the proxy's :8080, so that
         the proxy sees an address of its own (from the host, every client is the bridge's
-        gateway)."""
+        gateway); its URL is then the proxy's on that network. ``niced``: at the lowest CPU priority
+        (an abusive client runs on a machine of its own, not on the 2 cores it attacks)."""
         token_args = {
-            "one": ["--token-file", str(self.tokens_file)],
+            "one": ["--token-file", str(token_file or self.tokens_file)],
             "per-client": ["--token-file", str(self.tokens_file), "--token-per-client"],
             "random": ["--random-tokens"],
             "none": [],
         }[tokens]
+        if in_container:
+            url = "http://proxy:8080"
         args = [
             "-m", "drills.load", "--url", url or self.url(),
             "--clients", str(clients), "--prefix", prefix, *token_args,
@@ -259,10 +265,10 @@ class Stack:
                 "docker", "run", "--rm", "-i", "--name", f"{self.project}-{prefix}",
                 "--network", f"{self.project}_edge", "--user", "10001:10001",
                 "-v", f"{self.root / 'deploy'}:/drills:ro", "-e", "PYTHONPATH=/drills",
-                "--entrypoint", "python", self.image, *args,
+                "--entrypoint", "nice", self.image, "-n", "19" if niced else "0", "python", *args,
             ]  # fmt: skip
         else:
-            cmd = [sys.executable, *args]
+            cmd = [*(["nice", "-n", "19"] if niced else []), sys.executable, *args]
         env = {**os.environ, "PYTHONPATH": str(self.root / "deploy")}
         return NetworkLoad(
             f"load-{prefix}",
