@@ -6,16 +6,16 @@ host. Alone for a while; then, one after another, for PHASE seconds each:
 
 - a flooder from the host (the same address as the well-behaved ones: the bridge's gateway)
   with one token of its own, sending as fast as the proxy answers;
-- a client in a container on the stack's ``edge`` network (an address of its own) sending a new
-  made-up token with every request;
-- a client in another container sending no token at all;
+- a client in a container on the stack's ``edge`` network (an address of its own) sending no
+  token at all;
+- a client in another container sending a new made-up token with every request;
 
-then alone again. The abusers run at the lowest CPU priority (``nice``): a real one has a machine
-of its own, not a share of the 2 cores it attacks. Pass: the well-behaved clients get 0 refusals
-and 0 errors, and their p99 in each abusive phase stays within 2x of their p99 alone (the larger of
-the two quiet phases: both are measured, as the shared machine's noise moves it); every abuser gets
-429s, each with a ``Retry-After`` and a ``RateLimit`` field, JSON like the API's errors; no 5xx
-anywhere; the exporter counts the refusals by reason.
+then alone again. The abusers run at a lower CPU priority (``nice -n 10``): a real one has a
+machine of its own, not a share of the 2 cores it attacks. Pass: the well-behaved clients get 0
+refusals and 0 errors, and their p99 in each abusive phase stays within 2x of their p99 alone (the
+larger of the two quiet phases: both are measured, as the shared machine's noise moves it); every
+abuser gets 429s, each with a ``Retry-After`` and a ``RateLimit`` field, JSON like the API's
+errors; no 5xx anywhere; the exporter counts the refusals by reason.
 """
 
 from __future__ import annotations
@@ -110,8 +110,10 @@ def _drill(result: DrillResult, ctx: Context, stack: Stack, flooder_token: Path)
         phases["alone before"] = (t0, time.time())
         for name, kw in (
             ("one token, host", {"tokens": "one", "token_file": flooder_token}),
-            ("made-up tokens, own address", {"tokens": "random", "in_container": True}),
+            # No token first: the next container may get the same address, which the made-up
+            # tokens leave refused for new keys for a while.
             ("no token, own address", {"tokens": "none", "in_container": True}),
+            ("made-up tokens, own address", {"tokens": "random", "in_container": True}),
         ):
             run, a, b = _abuse(stack, name, f"{prefix}-{len(abusers)}", url=url, **kw)
             abusers[name], phases[name] = run, (a, b)

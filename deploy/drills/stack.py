@@ -239,8 +239,8 @@ class Stack:
         "random" (a made-up one per request) or "none". ``in_container``: in a container of the
         stack's image on the stack's ``edge`` network instead, against the proxy's :8080, so that
         the proxy sees an address of its own (from the host, every client is the bridge's
-        gateway); its URL is then the proxy's on that network. ``niced``: at the lowest CPU priority
-        (an abusive client runs on a machine of its own, not on the 2 cores it attacks)."""
+        gateway); its URL is then the proxy's on that network. ``niced``: at a lower CPU priority
+        (an abusive client runs on a machine of its own, not on the 2 cores it attacks: nice 10)."""
         token_args = {
             "one": ["--token-file", str(token_file or self.tokens_file)],
             "per-client": ["--token-file", str(self.tokens_file), "--token-per-client"],
@@ -265,10 +265,10 @@ class Stack:
                 "docker", "run", "--rm", "-i", "--name", f"{self.project}-{prefix}",
                 "--network", f"{self.project}_edge", "--user", "10001:10001",
                 "-v", f"{self.root / 'deploy'}:/drills:ro", "-e", "PYTHONPATH=/drills",
-                "--entrypoint", "nice", self.image, "-n", "19" if niced else "0", "python", *args,
+                "--entrypoint", "nice", self.image, "-n", "10" if niced else "0", "python", *args,
             ]  # fmt: skip
         else:
-            cmd = [*(["nice", "-n", "19"] if niced else []), sys.executable, *args]
+            cmd = [*(["nice", "-n", "10"] if niced else []), sys.executable, *args]
         env = {**os.environ, "PYTHONPATH": str(self.root / "deploy")}
         return NetworkLoad(
             f"load-{prefix}",
