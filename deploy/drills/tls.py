@@ -30,6 +30,7 @@ from pathlib import Path
 
 from drills.client import request_once
 from drills.common import (
+    QUEUEING,
     UNLIMITED,
     Context,
     DrillResult,
@@ -164,7 +165,9 @@ def run(ctx: Context) -> DrillResult:
                 "HEROES_BIND_ADDRESS": "127.0.0.1",
                 "HEROES_HTTP_PORT": str(http_port),
                 "HEROES_HTTPS_PORT": str(https_port),
-                **UNLIMITED,  # its load is 32 clients with one token from one address
+                # its load is 32 closed-loop clients with one token from one address
+                **UNLIMITED,
+                **QUEUEING,
             },
         )  # fmt: skip
         try:
