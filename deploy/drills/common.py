@@ -19,7 +19,11 @@ from drills.stack import DrillError, NetworkLoad, Stack, log
 #: Rate limits (haproxy.cfg) for the stacks whose drills load them with 32 clients that share
 #: one token and one address (the host's, through the published port): far past what one client
 #: may send. Drill 27 tests the limits on a stack of its own.
-UNLIMITED = {"RATE_LIMIT_CLIENT": "1000000", "RATE_LIMIT_ADDRESS": "1000000"}
+UNLIMITED = {
+    "RATE_LIMIT_CLIENT": "1000000",
+    "RATE_LIMIT_ADDRESS": "1000000",
+    "RATE_LIMIT_CONCURRENCY": "1000000",
+}
 #: ... and the shared stack's queue: its 32 closed-loop clients are an overload of a 2-core
 #: machine by design, and its drills count every 503 as a failure, so requests queue as before
 #: the overload bounds (up to 10 s). Drill 28 tests the bounds on a stack of its own.
