@@ -32,10 +32,12 @@ from drills import (
     backup,
     connection_kill,
     db_outage,
+    full_disk,
     fuzz,
     idempotent_retries,
     migrations,
     overload,
+    partition,
     posture,
     replica_kill,
     rollout,
@@ -63,11 +65,16 @@ DRILLS: dict[int, tuple[str, Callable[[Context], DrillResult]]] = {
     13: (backup.TITLE, backup.run),
     14: (idempotent_retries.TITLE, idempotent_retries.run),
     15: (connection_kill.TITLE, connection_kill.run),
+    16: (partition.TITLE_DB, partition.run_db),
+    17: (partition.TITLE_REPLICA, partition.run_replica),
+    18: (full_disk.TITLE, full_disk.run),
+    19: (rollout.TITLE_CRASHING, rollout.run_crashing),
     27: (abuse.TITLE, abuse.run),
     28: (overload.TITLE, overload.run),
 }
 # 13 replaces the stack's volume (down -v, restore): after the drills that need its history.
-ORDER = (4, 7, 6, 5, 3, 15, 14, 2, 10, 11, 13, 1, 9, 8, 12, 27, 28)
+# 27 and 28 bring up stacks of their own: last.
+ORDER = (4, 7, 6, 5, 3, 15, 16, 18, 14, 2, 10, 17, 11, 13, 1, 9, 19, 8, 12, 27, 28)
 
 
 def _parse_only(value: str) -> set[int]:
