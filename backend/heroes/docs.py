@@ -15,6 +15,7 @@ import hashlib
 import re
 from importlib.resources import files
 from pathlib import Path
+from typing import Any
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
@@ -103,3 +104,73 @@ def add_docs(app: FastAPI, openapi_url: str) -> None:
     app.add_route("/docs", swagger_ui, include_in_schema=False)
     app.add_route("/redoc", redoc, include_in_schema=False)
     app.add_route(STATIC_PREFIX + "/{name}", asset, include_in_schema=False)
+
+
+#: What the proxy in front of the API answers itself (deploy/haproxy/haproxy.cfg): a client's
+#: rate limit (429) and load shedding (503). Documented on every operation but the health
+#: checks, which are never limited or shed.
+EDGE_UNLIMITED_TAGS = frozenset({"health"})
+_SECONDS = {"description": "Seconds to wait before trying again", "schema": {"type": "integer"}}
+EDGE_ANSWERS: dict[str, dict[str, Any]] = {
+    "429": {
+        "description": "Too many requests from this client (the proxy's rate limits): wait "
+        "Retry-After seconds",
+        "headers": {
+            "Retry-After": _SECONDS,
+            "RateLimit-Policy": {
+                "description": 'The limits (IETF httpapi RateLimit fields): `"client";q=100;w=1, '
+                '"address";q=300;w=1` = 100 requests per second per token (or address, without '
+                "one), 300 per address. Also sent on every answer under the limits",
+                "schema": {"type": "string"},
+            },
+            "RateLimit": {
+                "description": 'What is left: `"client";r=0;t=1` = 0 requests left, for 1 '
+                "second. Also sent on every answer under the limits",
+                "schema": {"type": "string"},
+            },
+        },
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorDetail"}}},
+    },
+    "503": {
+        "description": "Database unavailable, or the service is overloaded (the proxy refuses "
+        "at once what it could not serve soon); try again after Retry-After seconds",
+        "headers": {"Retry-After": _SECONDS},
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorDetail"}}},
+    },
+}
+EDGE_DESCRIPTION = """
+**Rate limits and overload**: the proxy in front of the API answers `429` to a client over its
+rate limit and `503` when the service is overloaded, both with `Retry-After` (seconds) and a
+JSON `detail`; every limited answer carries `RateLimit-Policy` and `RateLimit`
+(draft-ietf-httpapi-ratelimit-headers).
+"""
+
+
+def add_edge_answers(app: FastAPI) -> None:
+    """Document the proxy's own answers (``EDGE_ANSWERS``) in the app's OpenAPI document, on every
+    operation (FastAPI's "extending OpenAPI" idiom: ``app.openapi`` replaced, its result
+    cached). A 503 the operation documents already keeps its own body schema."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        document = build()
+        document["info"]["description"] = document["info"].get("description", "") + EDGE_DESCRIPTION
+        for item in document.get("paths", {}).values():
+            for operation in item.values():
+                if EDGE_UNLIMITED_TAGS & set(operation.get("tags", [])):
+                    continue
+                responses = operation.setdefault("responses", {})
+                for status, answer in EDGE_ANSWERS.items():
+                    previous = responses.get(status, {})
+                    responses[status] = {
+                        **answer,
+                        **previous,
+                        "description": answer["description"],
+                        "headers": {**answer["headers"], **previous.get("headers", {})},
+                    }
+        app.openapi_schema = document
+        return document
+
+    app.openapi = openapi  # type: ignore[method-assign]

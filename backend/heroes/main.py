@@ -19,7 +19,7 @@ from heroes.api.methods import add_method_not_allowed
 from heroes.api.responses import DESCRIPTION
 from heroes.backends import create_database
 from heroes.config import Settings, get_settings
-from heroes.docs import add_docs
+from heroes.docs import add_docs, add_edge_answers
 from heroes.edge import Edge
 from heroes.errors import register_error_handlers
 from heroes.migrate import SchemaExpectation
@@ -114,4 +114,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     if docs:
         add_docs(app, openapi_url="/openapi.json")
     add_method_not_allowed(app)
+    add_edge_answers(app)  # the proxy's 429/503 (deploy/haproxy/haproxy.cfg)
     return app

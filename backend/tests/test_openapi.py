@@ -71,7 +71,8 @@ def test_the_tutorials_models_keep_their_names_fields_and_types(model: str) -> N
 def test_every_status_the_api_answers_is_documented() -> None:
     paths = schema()["paths"]
     for path, method in OPERATIONS:
-        expected = {"200", "400", "413", "422", "503"} | ({"404"} if "{hero_id}" in path else set())
+        expected = {"200", "400", "413", "422", "429", "503"}  # 429/503 also from the proxy
+        expected |= {"404"} if "{hero_id}" in path else set()
         if method != "get":  # the writes take an Idempotency-Key: 409 while its first is served
             expected.add("409")
         assert set(paths[path][method]["responses"]) == expected, (path, method)
@@ -128,3 +129,20 @@ def test_the_bounds_the_api_enforces_are_in_the_schema() -> None:
         [integer] = [o for o in properties["age"]["anyOf"] if o.get("type") == "integer"]
         assert (integer["minimum"], integer["maximum"]) == (0, 2**31 - 1)
         assert not {"ge", "le"} & set(integer)
+
+
+def test_the_proxys_rate_limit_and_shedding_answers_are_documented() -> None:
+    # deploy/haproxy/haproxy.cfg answers these itself, on every operation but the health checks.
+    document = schema()
+    for path, method in OPERATIONS:
+        responses = document["paths"][path][method]["responses"]
+        limited = responses["429"]
+        assert set(limited["headers"]) == {"Retry-After", "RateLimit-Policy", "RateLimit"}
+        assert limited["content"]["application/json"]["schema"] == {
+            "$ref": "#/components/schemas/ErrorDetail"
+        }
+        assert "overloaded" in responses["503"]["description"]
+        assert "Retry-After" in responses["503"]["headers"]
+    for path in ("/health/live", "/health/ready"):
+        assert "429" not in document["paths"][path]["get"]["responses"]
+    assert "`429`" in document["info"]["description"]

@@ -27,6 +27,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from drills import (
+    abuse,
     auth,
     backup,
     connection_kill,
@@ -35,6 +36,7 @@ from drills import (
     fuzz,
     idempotent_retries,
     migrations,
+    overload,
     partition,
     posture,
     replica_kill,
@@ -44,7 +46,7 @@ from drills import (
     tls,
     worker_crash,
 )
-from drills.common import Context, DrillResult
+from drills.common import QUEUEING, UNLIMITED, Context, DrillResult
 from drills.stack import DrillError, Stack, log
 
 DRILLS: dict[int, tuple[str, Callable[[Context], DrillResult]]] = {
@@ -67,9 +69,12 @@ DRILLS: dict[int, tuple[str, Callable[[Context], DrillResult]]] = {
     17: (partition.TITLE_REPLICA, partition.run_replica),
     18: (full_disk.TITLE, full_disk.run),
     19: (rollout.TITLE_CRASHING, rollout.run_crashing),
+    27: (abuse.TITLE, abuse.run),
+    28: (overload.TITLE, overload.run),
 }
 # 13 replaces the stack's volume (down -v, restore): after the drills that need its history.
-ORDER = (4, 7, 6, 5, 3, 15, 16, 18, 14, 2, 10, 17, 11, 13, 1, 9, 19, 8, 12)
+# 27 and 28 bring up stacks of their own: last.
+ORDER = (4, 7, 6, 5, 3, 15, 16, 18, 14, 2, 10, 17, 11, 13, 1, 9, 19, 8, 12, 27, 28)
 
 
 def _parse_only(value: str) -> set[int]:
@@ -166,7 +171,12 @@ def main(argv: list[str] | None = None) -> int:
     tokens = _tokens_file()
     files = ("docker-compose.yml", "deploy/compose.drills.yml", *args.compose_file)
     stack = Stack(
-        root=root, project=args.project, image=args.image, tokens_file=tokens, files=files
+        root=root,
+        project=args.project,
+        image=args.image,
+        tokens_file=tokens,
+        files=files,
+        extra_env={**UNLIMITED, **QUEUEING},
     )
     run_id = f"{int(time.time()) % 10**6:06d}{secrets.token_hex(2)}"
     ctx = Context(stack=stack, run_id=run_id, clients=args.clients, warmup=args.warmup,

@@ -16,6 +16,19 @@ from typing import Any
 from drills.client import MISSES, Outcome, request_once
 from drills.stack import DrillError, NetworkLoad, Stack, log
 
+#: Rate limits (haproxy.cfg) for the stacks whose drills load them with 32 clients that share
+#: one token and one address (the host's, through the published port): far past what one client
+#: may send. Drill 27 tests the limits on a stack of its own.
+UNLIMITED = {
+    "RATE_LIMIT_CLIENT": "1000000",
+    "RATE_LIMIT_ADDRESS": "1000000",
+    "RATE_LIMIT_CONCURRENCY": "1000000",
+}
+#: ... and the shared stack's queue: its 32 closed-loop clients are an overload of a 2-core
+#: machine by design, and its drills count every 503 as a failure, so requests queue as before
+#: the overload bounds (up to 10 s). Drill 28 tests the bounds on a stack of its own.
+QUEUEING = {"PROXY_SERVER_MAXCONN": "256", "PROXY_MAX_QUEUE": "4096", "PROXY_QUEUE_TIMEOUT": "10s"}
+
 
 @dataclass
 class Context:
@@ -74,6 +87,8 @@ class Request:
     snippet: str
     op: str = "POST"  # POST | GET | LIST | PATCH (drills.load.OPS)
     age: int | None = None  # the age written (POST, PATCH)
+    retry_after: str | None = None  # the answer's Retry-After header
+    ratelimit: str | None = None  # the answer's RateLimit header
 
     @property
     def is_read(self) -> bool:
@@ -225,6 +240,29 @@ def wait_for(predicate: Any, timeout: float, interval: float = 0.2) -> float | N
             return time.monotonic() - t0
         time.sleep(interval)
     return None
+
+
+@contextmanager
+def own_stack(
+    ctx: Context, suffix: str, tokens_file: Path | None = None, env: dict[str, str] | None = None
+) -> Iterator[Stack]:
+    """A stack of the drill's own (project ``<drills project>-<suffix>``, the same compose files and
+    image), up and healthy; removed (``down -v``) at the end."""
+    base = ctx.stack
+    stack = Stack(
+        root=base.root, project=f"{base.project}-{suffix}", image=base.image,
+        tokens_file=tokens_file or base.tokens_file, files=base.files, extra_env=env or {},
+    )  # fmt: skip
+    try:
+        stack.compose("down", "-v", "--remove-orphans", check=False)
+        try:
+            stack.compose("up", "-d", "--wait", "--wait-timeout", "180", timeout=300)
+        except DrillError:
+            print(stack.logs(tail=60), flush=True)
+            raise
+        yield stack
+    finally:
+        stack.compose("down", "-v", "--remove-orphans", "--timeout", "40", check=False)
 
 
 @contextmanager

@@ -5,7 +5,9 @@ cycle of POST (a hero with a unique name, ``<prefix>-<client>-<seq>``), GET one 
 created, GET a list page, and PATCH the age of one of its heroes; it records the outcome of every
 request (drills.client). A client's PATCHes of one hero are sequential, so the last acknowledged
 one is what the database must hold. Optional pollers GET /health/ready and /health/live on fresh
-connections.
+connections. Options for the edge drills (27, 28): a steady pace per client (``--rate``), a
+token per client (line i of the token file), a new made-up token per request, or none; and
+clients that honour ``Retry-After`` on a 429/503, as well-behaved clients do.
 
 Run as a process by the drills (drills.stack.Stack.start_load), with a line protocol::
 
@@ -20,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import secrets
 import socket
 import sys
 import threading
@@ -34,8 +37,9 @@ from drills.client import Connection, Outcome, Result, split_url, tls_context
 
 # One request in the result: a list, to keep the JSON small.
 # [name, outcome, status, started, sent, ended, latency, fresh, error, hero_id, json_ok, snippet,
-#  op, age]: name = the hero created or targeted ("" for a list), op = POST | GET | LIST | PATCH,
-#  age = the age written (POST, PATCH).
+#  op, age, retry_after, ratelimit]: name = the hero created or targeted ("" for a list), op =
+#  POST | GET | LIST | PATCH, age = the age written (POST, PATCH), retry_after and ratelimit = the
+#  answer's Retry-After and RateLimit headers.
 Row = list[Any]
 #: One client's cycle.
 OPS = ("POST", "GET", "LIST", "PATCH")
@@ -55,6 +59,10 @@ class LoadConfig:
     pause_after_not_sent: float = 0.05
     ca_file: str | None = None
     ops: tuple[str, ...] = OPS  # a client's cycle, once it has a hero (its first request: POST)
+    rate: float = 0.0  # requests per second per client; 0: as fast as the API answers
+    tokens: tuple[str, ...] = ()  # client i sends tokens[i % len]; none: no Authorization
+    random_tokens: bool = False  # a new made-up token with every request
+    retry_after_cap: float = 0.0  # > 0: after a 429/503, wait its Retry-After (at most this)
 
 
 def _row(name: str, r: Result, op: str = "POST", age: int | None = None) -> Row:
@@ -83,7 +91,17 @@ def _row(name: str, r: Result, op: str = "POST", age: int | None = None) -> Row:
         snippet,
         op,
         age,
+        r.headers.get("retry-after"),
+        r.headers.get("ratelimit"),
     ]
+
+
+def _seconds(retry_after: str | None) -> float:
+    """A Retry-After in seconds (its date form is not used by this API); 1 when absent."""
+    try:
+        return max(0.0, float(retry_after or 1))
+    except ValueError:
+        return 1.0
 
 
 def resolve(host: str, port: int, timeout: float = 10.0) -> str:
@@ -111,7 +129,9 @@ def run(
     # not the api. The api keeps its address for a whole drill (stopped, never recreated).
     address = resolve(host, port)
     tls = tls_context(config.url, config.ca_file)
-    headers = {"Authorization": f"Bearer {config.token}"} if config.token else {}
+    tokens = config.tokens or ((config.token,) if config.token else ())
+    # GET and PATCH need a hero of the client's own: it creates one first.
+    needs_hero = any(op in ("GET", "PATCH") for op in config.ops)
     rows: list[list[Row]] = [[] for _ in range(config.clients)]
     polls: list[Row] = []
     conns: list[Connection] = []
@@ -132,10 +152,18 @@ def run(
         out = rows[cid]
         mine: list[tuple[int, str]] = []  # (id, name) of the heroes this client created
         pick = random.Random(cid)  # a load pattern, not a secret
+        token = tokens[cid % len(tokens)] if tokens else None
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
         seq = 0
+        next_at = time.monotonic()
         while not stop.is_set() and time.monotonic() < deadline:
             seq += 1
-            op = config.ops[seq % len(config.ops)] if mine else "POST"
+            if config.rate > 0:  # a steady pace, no catching up in bursts after a slow answer
+                stop.wait(max(0.0, next_at - time.monotonic()))
+                next_at = max(next_at + 1 / config.rate, time.monotonic())
+            if config.random_tokens:
+                headers = {"Authorization": f"Bearer made-up-{secrets.token_urlsafe(16)}"}
+            op = config.ops[seq % len(config.ops)] if mine or not needs_hero else "POST"
             if op == "POST":
                 name, age = f"{config.prefix}-{cid}-{seq}", seq % 100
                 body = {"name": name, "secret_name": f"s-{name}", "age": age}
@@ -158,6 +186,8 @@ def run(
             out.append(row)
             if result.outcome is Outcome.NOT_SENT:
                 stop.wait(config.pause_after_not_sent)
+            elif config.retry_after_cap > 0 and result.status in (429, 503):
+                stop.wait(min(config.retry_after_cap, _seconds(row[14])))
         conn.close()
 
     def poller(path: str) -> None:
@@ -197,7 +227,11 @@ def run(
     requests = [row for per_client in rows for row in per_client]
     return {
         "event": "result",
-        "config": {**asdict(config), "token": "[set]" if config.token else None},
+        "config": {
+            **asdict(config),
+            "token": "[set]" if config.token else None,
+            "tokens": len(config.tokens),
+        },
         "started": started,
         "ended": time.time(),
         "counts": dict(Counter(row[1] for row in requests)),
@@ -214,6 +248,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--prefix", default="drill")
     parser.add_argument("--token-file", type=Path, help="first line = bearer token")
+    parser.add_argument(
+        "--token-per-client", action="store_true", help="client i: line i of --token-file"
+    )
+    parser.add_argument(
+        "--random-tokens", action="store_true", help="a new made-up token with every request"
+    )
+    parser.add_argument("--rate", type=float, default=0.0, help="requests/s per client (0: max)")
+    parser.add_argument(
+        "--retry-after-cap", type=float, default=0.0,
+        help="> 0: after a 429/503 wait its Retry-After, at most this many seconds",
+    )  # fmt: skip
     parser.add_argument("--max-seconds", type=float, default=120.0)
     parser.add_argument("--poll-interval", type=float, default=0.0)
     parser.add_argument("--connect-timeout", type=float, default=1.0)
@@ -227,8 +272,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     token = None
+    tokens: tuple[str, ...] = ()
     if args.token_file:
-        token = args.token_file.read_text().splitlines()[0].strip()
+        lines = [t.strip() for t in args.token_file.read_text().splitlines() if t.strip()]
+        token = lines[0]
+        tokens = tuple(lines) if args.token_per_client else ()
     config = LoadConfig(
         url=args.url,
         clients=args.clients,
@@ -241,6 +289,10 @@ def main(argv: list[str] | None = None) -> int:
         keep_alive=not args.no_keep_alive,
         ca_file=args.ca_file,
         ops=tuple(op for op in args.ops.split(",") if op in OPS) or OPS,
+        rate=args.rate,
+        tokens=tokens,
+        random_tokens=args.random_tokens,
+        retry_after_cap=args.retry_after_cap,
     )
     stop = threading.Event()
 

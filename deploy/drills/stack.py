@@ -253,18 +253,51 @@ class Stack:
         keep_alive: bool = True,
         ca_file: Path | None = None,
         ops: tuple[str, ...] | None = None,
+        tokens: str = "one",
+        rate: float = 0.0,
+        retry_after_cap: float = 0.0,
+        in_container: bool = False,
+        token_file: Path | None = None,
+        niced: bool = False,
     ) -> NetworkLoad:
         """The load generator (drills.load) as a process on the host, against ``url`` (default: the
-        proxy's published port): what a user of the stack sees (HAProxy behind docker-proxy)."""
-        cmd = [
-            sys.executable, "-m", "drills.load", "--url", url or self.url(),
-            "--clients", str(clients), "--prefix", prefix,
-            "--token-file", str(self.tokens_file),
+        proxy's published port): what a user of the stack sees (HAProxy behind docker-proxy).
+
+        ``tokens``: "one" (the first of the stack's tokens, or of ``token_file``), "per-client"
+        (client i: token i),
+        "random" (a made-up one per request) or "none". ``in_container``: in a container of the
+        stack's image on the stack's ``edge`` network instead, against the proxy's :8080, so that
+        the proxy sees an address of its own (from the host, every client is the bridge's
+        gateway); its URL is then the proxy's on that network. ``niced``: at a lower CPU priority
+        (an abusive client runs on a machine of its own, not on the 2 cores it attacks: nice 10)."""
+        token_args = {
+            "one": ["--token-file", str(token_file or self.tokens_file)],
+            "per-client": ["--token-file", str(self.tokens_file), "--token-per-client"],
+            "random": ["--random-tokens"],
+            "none": [],
+        }[tokens]
+        if in_container:
+            url = "http://proxy:8080"
+        args = [
+            "-m", "drills.load", "--url", url or self.url(),
+            "--clients", str(clients), "--prefix", prefix, *token_args,
             "--poll-interval", str(poll_interval), "--max-seconds", str(max_seconds),
+            "--rate", str(rate), "--retry-after-cap", str(retry_after_cap),
             *([] if keep_alive else ["--no-keep-alive"]),
             *([] if ca_file is None else ["--ca-file", str(ca_file)]),
             *([] if ops is None else ["--ops", ",".join(ops)]),
         ]  # fmt: skip
+        if in_container:
+            if tokens in ("one", "per-client"):
+                raise DrillError("a load in a container takes no token file (random or none)")
+            cmd = [
+                "docker", "run", "--rm", "-i", "--name", f"{self.project}-{prefix}",
+                "--network", f"{self.project}_edge", "--user", "10001:10001",
+                "-v", f"{self.root / 'deploy'}:/drills:ro", "-e", "PYTHONPATH=/drills",
+                "--entrypoint", "nice", self.image, "-n", "10" if niced else "0", "python", *args,
+            ]  # fmt: skip
+        else:
+            cmd = [*(["nice", "-n", "10"] if niced else []), sys.executable, *args]
         env = {**os.environ, "PYTHONPATH": str(self.root / "deploy")}
         return NetworkLoad(
             f"load-{prefix}",

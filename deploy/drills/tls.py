@@ -1,8 +1,14 @@
 """Drill 12: TLS with the production override (deploy/compose.production.yml), on a stack of its
-own, with a throwaway CA made here with the host's openssl.
+own, with a throwaway CA made here with the host's openssl, on non-default ports.
 
 Pass: HTTPS negotiates TLS 1.2+ and ALPN ``h2`` (when the client offers it), the certificate
-verifies against the drill's CA; plain HTTP answers 301/308 to https://; HTTPS answers carry HSTS;
+verifies against the drill's CA; sslyze finds the listener compliant with Mozilla's
+"intermediate" profile (protocols, ciphers, curves, vulnerabilities) but for the certificate's
+trust (the drill's own CA); plain HTTP answers 301/308 to the same URL on the HTTPS port
+(HEROES_HTTPS_PORT); HTTPS answers carry HSTS; nothing internal on the public ports: /metrics
+and HAProxy's /stats answer 404 like an unknown path, only 8080 and 8443 are published, while
+Prometheus' targets (each replica's :8000/metrics, the proxy's :8404/metrics) answer on the
+compose network;
 under the mixed load over HTTPS, the certificate file is rewritten with a new certificate and
 HAProxy reloaded (SIGUSR2 to its master): new connections present the new certificate, no request
 failed (not even a handshake), every acknowledged write readable, the proxy container not
@@ -17,12 +23,15 @@ import shutil
 import socket
 import ssl
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 from drills.client import request_once
 from drills.common import (
+    QUEUEING,
+    UNLIMITED,
     Context,
     DrillResult,
     LoadRun,
@@ -34,7 +43,21 @@ from drills.common import (
 )
 from drills.stack import DrillError, Stack, log
 
-TITLE = "TLS: h2, HTTP -> HTTPS, HSTS, certificate swap + reload under load"
+TITLE = (
+    "TLS: Mozilla intermediate (sslyze), h2, HTTP -> HTTPS port, HSTS, nothing internal public, "
+    "certificate swap + reload under load"
+)
+#: sslyze's check of the profile: the certificate's trust is the one issue a throwaway CA has.
+ACCEPTED_ISSUES = {"certificate_path_validation"}
+#: Prometheus' targets, from inside the proxy container (no curl there; bash).
+EXPORTER = (
+    'exec 3<>/dev/tcp/127.0.0.1/8404 && printf "GET /metrics HTTP/1.0\\r\\n\\r\\n" >&3 && '
+    "head -n 1 <&3"
+)
+REPLICA_METRICS = (
+    "import urllib.request as r; "
+    "print(r.urlopen('http://127.0.0.1:8000/metrics', timeout=5).status)"
+)
 
 
 def _openssl(*args: str, cwd: Path) -> None:
@@ -64,6 +87,37 @@ def make_pki(directory: Path) -> dict[str, Path]:
         )
         out[name] = pem
     return out
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on now (the stack publishes on it next: HAProxy must know
+    its HTTPS port for the redirect, so not an ephemeral one picked by Docker)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def mozilla_intermediate(hostport: str) -> tuple[dict[str, str], str]:
+    """sslyze's compliance check against Mozilla's "intermediate" profile: its issues (criterion
+    -> description; empty = compliant) and the curves the listener accepted."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "sslyze", "--mozilla_config", "intermediate", hostport],
+        capture_output=True, text=True, timeout=180, check=False,
+    )  # fmt: skip
+    out = proc.stdout
+    if "COMPLIANCE AGAINST TLS CONFIGURATION" not in out or "ERROR - Scan did not" in out:
+        raise DrillError(f"sslyze did not complete: {(out + proc.stderr).strip()[-600:]}")
+    compliance = out.split("COMPLIANCE AGAINST TLS CONFIGURATION", 1)[1]
+    issues = {
+        line.strip()[2:].partition(": ")[0]: line.strip()[2:].partition(": ")[2]
+        for line in compliance.splitlines()
+        if line.strip().startswith("* ")
+    }
+    curves = next(
+        (line.split(":", 1)[1].strip() for line in out.splitlines() if "Supported curves:" in line),
+        "",
+    )
+    return issues, curves
 
 
 def handshake(
@@ -99,6 +153,7 @@ def run(ctx: Context) -> DrillResult:
         password.write_text(secrets.token_urlsafe(24) + "\n")
         for path in (cert, password):
             path.chmod(0o644)  # uids 99 (haproxy) and 999 (postgres) read the bind mounts
+        http_port, https_port = free_port(), free_port()
         stack = Stack(
             root=base.root, project=f"{base.project}-tls", image=base.image,
             tokens_file=base.tokens_file,
@@ -108,8 +163,11 @@ def run(ctx: Context) -> DrillResult:
                 "HEROES_API_TOKENS_FILE": str(base.tokens_file),
                 "HEROES_TLS_CERT_FILE": str(cert),
                 "HEROES_BIND_ADDRESS": "127.0.0.1",
-                "HEROES_HTTP_PORT": "0",
-                "HEROES_HTTPS_PORT": "0",
+                "HEROES_HTTP_PORT": str(http_port),
+                "HEROES_HTTPS_PORT": str(https_port),
+                # its load is 32 closed-loop clients with one token from one address
+                **UNLIMITED,
+                **QUEUEING,
             },
         )  # fmt: skip
         try:
@@ -141,6 +199,18 @@ def _drill(
     redirect = request_once(http, "GET", "/heroes/?limit=1")
     answer = request_once(https, "GET", "/health/live", ca_file=str(ca))
     hsts = answer.headers.get("strict-transport-security", "")
+    issues, curves = mozilla_intermediate(https.removeprefix("https://"))
+    unknown = request_once(https, "GET", "/no-such-path", ca_file=str(ca))
+    internal = {
+        path: request_once(https, "GET", path, ca_file=str(ca))
+        for path in ("/metrics", "/%6detrics", "/stats", "/metrics?x=1")
+    }
+    proxy_info = stack.inspect(stack.container("proxy"))
+    published = sorted(
+        k for k, v in (proxy_info["HostConfig"].get("PortBindings") or {}).items() if v
+    )
+    exporter = stack.exec_in(stack.container("proxy"), "bash", "-c", EXPORTER).strip()
+    replica_metrics = stack.exec_python("api", REPLICA_METRICS).strip()
     proxy_before = stack.inspect(stack.container("proxy"))["State"]["StartedAt"]
     serial_b = _serial(pki["b"])
 
@@ -168,6 +238,12 @@ def _drill(
         redirect_status=redirect.status,
         redirect_location=redirect.headers.get("location"),
         hsts=hsts,
+        mozilla_intermediate_issues=issues,
+        curves=curves,
+        internal_paths={path: r.status for path, r in internal.items()},
+        published=published,
+        internal_exporter=exporter,
+        internal_replica_metrics=replica_metrics,
         clients=ctx.clients,
         sent=len(run_.sent),
         failed=len(failed),
@@ -183,20 +259,37 @@ def _drill(
         h2["version"] in ("TLSv1.2", "TLSv1.3") and tls12["version"] == "TLSv1.2",
         f"TLS versions {h2['version']} / {tls12['version']}",
     )
+    want_location = f"https://127.0.0.1:{https.rpartition(':')[2]}/heroes/?limit=1"
     result.expect(
-        redirect.status in (301, 308)
-        and str(redirect.headers.get("location", "")).startswith("https://"),
+        redirect.status in (301, 308) and redirect.headers.get("location") == want_location,
         f"HTTP answered {redirect.status} {redirect.headers.get('location')!r}, want 301/308 to "
-        "https://",
+        f"{want_location}",
     )
     result.expect("max-age=" in hsts, f"no HSTS on HTTPS answers ({hsts!r})")
+    result.expect(
+        set(issues) <= ACCEPTED_ISSUES,
+        f"sslyze: not compliant with Mozilla intermediate: {issues} (curves {curves})",
+    )
+    for path, r in internal.items():
+        result.expect(
+            (r.status, r.body) == (404, unknown.body),
+            f"public HTTPS {path}: {r.status} {r.body[:80]!r}, want 404 {unknown.body!r} like "
+            "an unknown path",
+        )
+    result.expect(published == ["8080/tcp", "8443/tcp"], f"proxy publishes {published}")
+    result.expect(" 200 " in exporter, f"proxy :8404/metrics inside: {exporter!r}, want 200")
+    result.expect(replica_metrics == "200", f"replica :8000/metrics inside: {replica_metrics!r}")
     result.expect(swap_s is not None, "the new certificate was not served within 20 s")
     result.expect(not failed, f"{len(failed)} requests failed: {describe(failed)}")
     result.expect(not f["proxy_restarted"], "the proxy container restarted")
     result.summary = (
         f"own production stack up in {f['stack_up_s']} s; {h2['version']} with ALPN "
         f"{h2['alpn']} (TLS 1.2 also: {tls12['version']}), certificate from the drill's CA; "
-        f"HTTP -> {redirect.status} {f['redirect_location']}; HSTS {hsts!r}; {ctx.clients} "
+        f"sslyze Mozilla intermediate: compliant but for {sorted(issues) or 'nothing'} "
+        "(the drill's own CA) "
+        f"(curves {curves}); HTTP -> {redirect.status} {f['redirect_location']}; HSTS {hsts!r}; "
+        f"public {'/'.join(internal)}: {sorted({r.status for r in internal.values()})}, "
+        f"published {published}, internal :8404 and :8000 /metrics 200; {ctx.clients} "
         f"clients over HTTPS: new certificate served {f['new_cert_served_after_s']} s after the "
         f"rewrite + proxy-reload.sh, sent {f['sent']}, failed {f['failed']}; acked {f['acked']}, "
         f"in DB "
