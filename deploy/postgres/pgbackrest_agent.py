@@ -89,22 +89,26 @@ def backups(stanza: dict[str, Any], kind: str | None = None) -> list[dict[str, A
     return sorted(found, key=lambda b: int(b["timestamp"]["stop"]))
 
 
-def archiver() -> dict[str, float] | None:
-    """pg_stat_archiver as epoch seconds and counts (None when the server does not answer)."""
-    sql = (
-        "SELECT coalesce(extract(epoch FROM last_archived_time), 0),"
-        " coalesce(extract(epoch FROM last_failed_time), 0), archived_count, failed_count"
-        " FROM pg_stat_archiver"
-    )
+def sql(query: str) -> list[str] | None:
+    """One row's fields, through the server's unix socket (None when it does not answer)."""
     try:
         proc = subprocess.run(
-            ["psql", "-X", "-A", "-t", "-F", " ", "-h", SOCKET, "-d", "postgres", "-c", sql],
+            ["psql", "-X", "-A", "-t", "-F", " ", "-h", SOCKET, "-d", "postgres", "-c", query],
             capture_output=True, text=True, timeout=10, check=False,
         )  # fmt: skip
     except subprocess.TimeoutExpired:
         return None
-    fields = proc.stdout.split()
-    if proc.returncode != 0 or len(fields) != 4:
+    return proc.stdout.split() if proc.returncode == 0 else None
+
+
+def archiver() -> dict[str, float] | None:
+    """pg_stat_archiver as epoch seconds and counts (None when the server does not answer)."""
+    fields = sql(
+        "SELECT coalesce(extract(epoch FROM last_archived_time), 0),"
+        " coalesce(extract(epoch FROM last_failed_time), 0), archived_count, failed_count"
+        " FROM pg_stat_archiver"
+    )
+    if fields is None or len(fields) != 4:
         return None
     archived, failed, archived_n, failed_n = (float(f) for f in fields)
     return {"archived": archived, "failed": failed, "archived_n": archived_n, "failed_n": failed_n}
@@ -124,6 +128,7 @@ class Agent:
         self.runs = {"ok": 0, "failed": 0}
         self.last_run_ok = 1
         self.stanza_ok = False
+        self.server_start = ""
         self.wal: dict[str, float] = {"archived": 0.0, "failed": 0.0}  # last known (server down)
         self._info: tuple[float, dict[str, Any] | None] = (0.0, None)
 
@@ -171,6 +176,7 @@ class Agent:
             ),
             "heroes_backup_full_count": float(len(full)),
             "heroes_backup_repo_up": 1.0 if stanza is not None else 0.0,
+            "heroes_backup_stanza_ok": 1.0 if self.stanza_ok else 0.0,
             "heroes_backup_last_run_success": float(self.last_run_ok),
             "heroes_backup_full_max_age_seconds": float(self.max_age),
             "heroes_wal_last_archived_timestamp_seconds": self.wal["archived"],
@@ -233,12 +239,27 @@ class Agent:
                 log("info", "stanza ready", stanza=os.environ.get("PGBACKREST_STANZA"))
                 return
             log("error", "stanza-create failed", error=last_error(proc))
-            time.sleep(30 if "does not match" in last_error(proc) else 3)
+            time.sleep(30 if "do not match" in last_error(proc) else 3)
+
+    def nudge(self) -> None:
+        """After the server starts (a restart, the promotion that ends a restore), wake its
+        checkpointer once with a configuration reload. Measured here: a checkpointer that went to
+        sleep while recovery was still in progress sleeps checkpoint_timeout (5 min) before it
+        first honours archive_timeout, so the first minutes after a restart could go unarchived
+        for 5 min instead of 60 s. The reload only sets its latch: no setting changes."""
+        row = sql("SELECT extract(epoch FROM pg_postmaster_start_time()), pg_is_in_recovery()")
+        if row is None or len(row) != 2 or row[1] != "f" or row[0] == self.server_start:
+            return
+        if sql("SELECT pg_reload_conf()") is not None:
+            self.server_start = row[0]
+            log("info", "server start seen: checkpointer woken for archive_timeout",
+                started=float(row[0]))  # fmt: skip
 
     def schedule(self) -> None:
         self.create_stanza()
         was_failing = False
         while True:
+            self.nudge()
             status = self.status()
             newest = status["heroes_backup_last_full_completion_timestamp_seconds"]
             failing = status["heroes_wal_archive_failing"] == 1
@@ -292,6 +313,8 @@ def health() -> None:
     full = value["heroes_backup_last_full_completion_timestamp_seconds"]
     if value["heroes_backup_repo_up"] != 1:
         fail("the pgBackRest repository cannot be read (pgbackrest info failed)")
+    if value["heroes_backup_stanza_ok"] != 1:
+        fail("the stanza does not match this database (see the service's log: stanza-create)")
     if value["heroes_wal_archive_failing"] == 1:
         fail("WAL archiving is failing (pg_stat_archiver: last failure after last success)")
     if not full:
@@ -336,11 +359,13 @@ def check_restore(to: str | None, force: bool, target: float | None) -> dict[str
 
 def restore(to: str | None, force: bool, target: float | None) -> None:
     check_restore(to, force, target)
-    args = ["restore", "--target-action=promote"]
+    args = ["restore"]
     if force:
         args.append("--delta")  # overwrite in place: only files that differ are copied
     if to is not None:
-        args += ["--type=time", f"--target={to}"]
+        # Stop before the first transaction committed after `to`, then open for writes.
+        args += ["--type=time", f"--target={to}", "--target-action=promote"]
+    # Without a target, PostgreSQL replays to the end of the archive and promotes by itself.
     t0 = time.monotonic()
     proc = subprocess.run(["pgbackrest", *args], text=True, check=False)
     if proc.returncode != 0:
