@@ -34,6 +34,7 @@ from drills import (
     fuzz,
     idempotent_retries,
     migrations,
+    pitr,
     posture,
     replica_kill,
     rollout,
@@ -61,9 +62,13 @@ DRILLS: dict[int, tuple[str, Callable[[Context], DrillResult]]] = {
     13: (backup.TITLE, backup.run),
     14: (idempotent_retries.TITLE, idempotent_retries.run),
     15: (connection_kill.TITLE, connection_kill.run),
+    20: (pitr.TITLE_LOST, pitr.run_lost),
+    21: (pitr.TITLE_UNDO, pitr.run_undo),
+    22: (pitr.TITLE_BROKEN, pitr.run_broken),
 }
 # 13 replaces the stack's volume (down -v, restore): after the drills that need its history.
-ORDER = (4, 7, 6, 5, 3, 15, 14, 2, 10, 11, 13, 1, 9, 8, 12)
+# 20 and 21 restore it from the WAL archive (pgBackRest), 22 breaks and repairs archiving.
+ORDER = (4, 7, 6, 5, 3, 15, 14, 2, 10, 11, 13, 20, 21, 22, 1, 9, 8, 12)
 
 
 def _parse_only(value: str) -> set[int]:

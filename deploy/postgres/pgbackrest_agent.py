@@ -22,6 +22,7 @@ One JSON log line per event on stderr ({"ts","level","logger":"heroes.pitr","msg
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -156,10 +157,8 @@ class Agent:
             self.wal = wal
         failing = self.wal["failed"] > self.wal["archived"]
         pending = 0
-        try:
+        with contextlib.suppress(OSError):  # the data volume is not mounted (a one-off run)
             pending = sum(1 for p in (PGDATA / "pg_wal/archive_status").glob("*.ready"))
-        except OSError:
-            pass
         last = full[-1] if full else None
         out = {
             "heroes_backup_last_full_completion_timestamp_seconds": (
@@ -291,13 +290,13 @@ class Agent:
                 self.end_headers()
                 self.wfile.write(body)
 
-            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+            def log_message(self, format: str, *args: Any) -> None:
                 pass  # scrapes every few seconds: no access log
 
         server = ThreadingHTTPServer(("0.0.0.0", self.port), Handler)
         server.daemon_threads = True
         threading.Thread(target=server.serve_forever, daemon=True).start()
-        log("info", "metrics on :%d/metrics" % self.port, interval=self.interval,
+        log("info", f"metrics on :{self.port}/metrics", interval=self.interval,
             max_age=self.max_age)  # fmt: skip
 
 
