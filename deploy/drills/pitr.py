@@ -226,6 +226,18 @@ def run_broken(ctx: Context) -> DrillResult:
     prefix = f"d22-{ctx.run_id}"
     db = stack.container("db")
     result.expect(health(stack) == "healthy", "the pgbackrest service is not healthy to begin with")
+    # The names the alert rules use (docs/backups.md, backup health).
+    gauges = metrics(stack)
+    contract = (
+        "heroes_backup_last_full_completion_timestamp_seconds",
+        "heroes_wal_last_archived_timestamp_seconds",
+        "heroes_wal_archive_failing",
+    )
+    result.expect(all(n in gauges for n in contract), f"exporter lacks one of {contract}")
+    result.expect(
+        gauges.get(contract[0], 0) > 0 and gauges.get(contract[2]) == 0,
+        f"before the drill: {[(n, gauges.get(n)) for n in contract]}",
+    )
     log("drill 22: the repository made unwritable under load")
     load = writers(ctx, prefix, seconds=300)
     try:
