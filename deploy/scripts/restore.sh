@@ -14,7 +14,8 @@
 #     check`) and refuses if that fails, since the newest changes would be missing;
 #  2. stops api, pgbackrest, a running scheduled backup, and db;
 #  3. `pgbackrest restore` (--delta over an existing cluster with --force);
-#  4. starts db and waits for the end of recovery (promotion); 5. the migrate one-shot;
+#  4. starts db, waits for the end of recovery (promotion), archives the new timeline's first
+#     WAL (`pgbackrest check`); 5. the migrate one-shot;
 #  6. starts what it stopped and waits for readiness (`up -d --wait`).
 #
 # pg_dump archive (FILE):
@@ -110,6 +111,7 @@ if [ -z "$file" ]; then
   "${compose[@]}" stop "${stop[@]}" db
   # Before the restore has begun nothing has changed: a failure starts everything again. After,
   # the volume is being replaced: starting db could initialise an empty cluster in it instead.
+  # shellcheck disable=SC2317  # run by the EXIT trap
   restart() {
     local rc=$?
     trap - EXIT
@@ -134,6 +136,7 @@ if [ -z "$file" ]; then
   t=$(now)
   "${compose[@]}" up -d --no-deps db
   deadline=$(($(date +%s) + ${HEROES_PITR_RECOVERY_TIMEOUT:-1800}))
+  # shellcheck disable=SC2016  # the variables are the db container's
   until [ "$("${compose[@]}" exec -T db sh -c 'psql -X -At -U "$POSTGRES_USER" -d "$POSTGRES_DB" -c "SELECT pg_is_in_recovery()"' 2>/dev/null)" = f ]; do
     if [ "$(date +%s)" -gt "$deadline" ] || ! "${compose[@]}" ps --status running --services | grep -qx db; then
       "${compose[@]}" logs --no-color --tail 20 db >&2 || true
@@ -143,6 +146,12 @@ if [ -z "$file" ]; then
     sleep 0.5
   done
   recovery_s=$(since "$t")
+  # The new timeline's first WAL, into the repository now: until it is there, a later --latest
+  # would follow the old timeline past the target (the undone mistake included).
+  if ! out=$("${compose[@]}" exec -T -u postgres db pgbackrest check 2>&1); then
+    echo "restore.sh: warning: the new timeline's WAL could not be archived yet:" \
+      "$(grep ERROR <<<"$out" | tail -n1)" >&2
+  fi
 
   say "migrating the schema to alembic head (migrate one-shot)"
   "${compose[@]}" run --rm --no-deps -T migrate
