@@ -34,11 +34,12 @@ import urllib.request
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 PGDATA = Path(os.environ.get("PGDATA", "/var/lib/postgresql/data"))
 SOCKET = os.environ.get("PGBACKREST_PG1_SOCKET_PATH", "/var/run/postgresql")
 WAL_SEGMENT = 16 * 1024 * 1024
+RETRY_S = 60  # after a failed backup (each attempt starts with a checkpoint)
 UNITS = {"": 1, "KB": 1024, "KIB": 1024, "MB": 1024**2, "MIB": 1024**2, "GB": 1024**3,
          "GIB": 1024**3, "TB": 1024**4, "TIB": 1024**4}  # fmt: skip
 
@@ -58,7 +59,7 @@ def log(level: str, msg: str, **fields: Any) -> None:
     print(json.dumps(record, ensure_ascii=False, default=str), file=sys.stderr, flush=True)
 
 
-def fail(message: str) -> None:
+def fail(message: str) -> NoReturn:
     """A refusal or a usage error: one line on stderr, exit 1."""
     print(f"pgbackrest-agent: {message}", file=sys.stderr, flush=True)
     sys.exit(1)
@@ -130,6 +131,7 @@ class Agent:
         self.last_run_ok = 1
         self.stanza_ok = False
         self.server_start = ""
+        self.retry_at = 0.0
         self.wal: dict[str, float] = {"archived": 0.0, "failed": 0.0}  # last known (server down)
         self._info: tuple[float, dict[str, Any] | None] = (0.0, None)
 
@@ -207,6 +209,8 @@ class Agent:
 
     # --- the schedule ------------------------------------------------------------------------
     def backup(self, why: str) -> bool:
+        if time.monotonic() < self.retry_at:
+            return False  # a failed run is retried after RETRY_S, not at every 5 s pass
         log("info", "full backup started", reason=why)
         t0 = time.monotonic()
         proc = pgbackrest("backup", "--type=full")
@@ -216,6 +220,7 @@ class Agent:
         if proc.returncode != 0:
             self.runs["failed"] += 1
             self.last_run_ok = 0
+            self.retry_at = time.monotonic() + RETRY_S
             log("error", "full backup failed", status="failed", error=last_error(proc),
                 seconds=seconds)  # fmt: skip
             return False
@@ -256,7 +261,7 @@ class Agent:
 
     def schedule(self) -> None:
         self.create_stanza()
-        was_failing = False
+        was_failing = recovery_due = False
         while True:
             self.nudge()
             status = self.status()
@@ -267,11 +272,15 @@ class Agent:
             if was_failing and not failing:
                 # WAL past the budget may have been dropped meanwhile: a new base closes the gap.
                 log("info", "WAL archiving works again")
-                self.backup("archiving recovered")
-            elif not newest:
-                self.backup("no full backup yet")
-            elif time.time() - newest >= self.interval:
-                self.backup(f"every {self.interval}s")
+                recovery_due = True
+            reason = (
+                "archiving recovered" if recovery_due
+                else "no full backup yet" if not newest
+                else f"every {self.interval}s" if time.time() - newest >= self.interval
+                else None
+            )  # fmt: skip
+            if reason and self.backup(reason):
+                recovery_due = False
             was_failing = failing
             time.sleep(5)
 
