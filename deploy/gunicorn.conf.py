@@ -43,7 +43,7 @@ def _env_int(name: str, default: int, minimum: int = 0) -> int:
 # Refuse a bad configuration (e.g. production without real secrets) in the master, with one
 # line and exit status 2, instead of a traceback from every worker that boots. Uncached: each
 # worker reads its settings (and secret files, e.g. rotated API tokens) itself after fork.
-settings_or_exit(cached=False)
+_settings = settings_or_exit(cached=False)
 
 # --- application ---------------------------------------------------------------------------
 wsgi_app = "heroes.main:create_app()"  # the factory: settings from the environment
@@ -93,20 +93,18 @@ pidfile = None
 control_socket_disable = True
 
 # --- logging ---------------------------------------------------------------------------------
-# One JSON line per record on stdout for the master, the workers (uvicorn) and the app
-# (heroes.logs), even on a terminal: LOG_FORMAT=plain (or auto) for reading locally. The access
-# line is written by the app's middleware, inside the request, so it carries the request id:
+# One log format for the master, the workers (uvicorn) and the app (heroes.logs): LOG_LEVEL and
+# LOG_FORMAT as the app's Settings read them (same defaults: JSON lines, readable text on a
+# terminal). The access line is written by heroes.edge, inside the request, so it carries the
+# request id:
 # gunicorn's and uvicorn's own access logs stay off (accesslog None; logging_config gives their
 # loggers no handler).
 # GUNICORN_ACCESS_LOG=off turns those access lines off (errors and the rest stay).
-loglevel = _env("LOG_LEVEL", "info").lower()
+loglevel = _settings.log_level
 errorlog = "-"
 accesslog = None
 _access = _env("GUNICORN_ACCESS_LOG", "on").lower() not in {"off", "none", "false", "0"}
-try:
-    logconfig_dict = logging_config(loglevel, _env("LOG_FORMAT", "json"), access_log=_access)
-except ValueError as exc:
-    raise SystemExit(f"gunicorn.conf.py: {exc}") from None
+logconfig_dict = logging_config(loglevel, _settings.log_format, access_log=_access)
 
 
 # --- hooks -----------------------------------------------------------------------------------

@@ -13,6 +13,8 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from sqlalchemy.engine import URL, make_url
 
+from heroes.logs import known_level
+
 # Values that mean "nobody set a real secret yet"; production refuses them.
 PLACEHOLDER_MARKERS = ("changeme", "change-me", "change_me", "placeholder", "example", "dev-only")
 SECRET_FILE_FIELDS = ("database_url", "database_password", "api_tokens")
@@ -57,6 +59,10 @@ class Settings(BaseSettings):
     db_pool_pre_ping: bool = True
     db_connect_timeout: int = Field(default=3, ge=1, le=120)
     db_statement_timeout_ms: int = Field(default=5000, ge=0)
+    # How long a database connection may stay silent (no TCP acknowledgement, no keepalive
+    # answer: a partition, a vanished host) before either end declares it dead; also the margin
+    # the client gives the server past DB_STATEMENT_TIMEOUT_MS before it abandons a statement.
+    db_network_timeout: float = Field(default=3.0, ge=1, le=120)
     docs_enabled: bool = True
     max_body_bytes: int = Field(default=65536, ge=1024)
     api_tokens: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
@@ -95,10 +101,7 @@ class Settings(BaseSettings):
     @field_validator("log_level")
     @classmethod
     def _known_level(cls, value: str) -> str:
-        level = value.strip().lower()
-        if level not in {"critical", "error", "warning", "info", "debug"}:
-            raise ValueError("LOG_LEVEL must be one of critical, error, warning, info, debug")
-        return level
+        return known_level(value)
 
     @field_validator("database_url")
     @classmethod

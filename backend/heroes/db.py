@@ -27,6 +27,9 @@ from sqlalchemy.sql import ClauseElement
 Row = Mapping[str, Any]
 Params = Mapping[str, Any]
 
+#: A read whose connection broke within this many seconds is sent once more (see Session._run).
+RESEND_WITHIN = 1.0
+
 
 class DatabaseUnavailable(Exception):
     """The database cannot serve now (unreachable, connection lost, no pooled connection free
@@ -34,7 +37,13 @@ class DatabaseUnavailable(Exception):
 
 
 class ConnectionLost(DatabaseUnavailable):
-    """The connection broke while a statement ran: the server may or may not have applied it."""
+    """The connection broke while a statement ran: the server may or may not have applied it.
+    ``after``: seconds from sending the statement to the loss (a reset comes at once, a silent
+    network is given up on only after its timeout)."""
+
+    def __init__(self, message: str, after: float = 0.0) -> None:
+        super().__init__(message)
+        self.after = after
 
 
 class SchemaMissing(DatabaseUnavailable):
@@ -144,10 +153,12 @@ class Session:
             return await self.db.run(self._conn, sql, values, rows=rows)
         try:
             return await self.db.run_alone(sql, values, rows=rows)
-        except ConnectionLost:
+        except ConnectionLost as lost:
             # A read changes nothing, so it is safe to send again; a write may have been applied
-            # before the connection broke, so it is never resent.
-            if not getattr(statement, "is_select", False):
+            # before the connection broke, so it is never resent. A read that broke only after
+            # RESEND_WITHIN was most likely cut by a silent network (a timeout): sending it again
+            # would make its client wait as long once more, for the same answer.
+            if not getattr(statement, "is_select", False) or lost.after > RESEND_WITHIN:
                 raise
             # Its idle siblings most likely died with it (a restart, a failover, a mass kill).
             await self.db.connection_lost()

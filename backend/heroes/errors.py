@@ -15,13 +15,17 @@ from heroes.db import DatabaseUnavailable, SchemaMissing, ValueRejected
 
 logger = logging.getLogger("heroes.errors")
 
-#: Scope key under which ``_unhandled`` leaves the exception it logged, so that the outer
-#: middleware (heroes.observability), which sees it re-raised, does not log it a second time.
+#: Scope key under which ``_unhandled`` leaves the exception it logged, so that the outer ASGI
+#: layer (heroes.edge), which sees it re-raised, does not log it a second time.
 LOGGED_ERROR = "heroes.logged_error"
 
 
-class HeroNotFound(Exception):
-    """No hero has the requested id."""
+class NotFound(Exception):
+    """No ``resource`` (a hero, a team...) has the requested id: 404 ``"<resource> not found"``."""
+
+    def __init__(self, resource: str) -> None:
+        super().__init__(f"{resource} not found")
+        self.resource = resource
 
 
 class IdempotencyKeyInvalid(Exception):
@@ -51,8 +55,8 @@ def error(status: int, detail: Any, headers: dict[str, str] | None = None) -> JS
     return AsciiJSONResponse({"detail": detail}, status_code=status, headers=headers)
 
 
-async def _hero_not_found(_request: Request, _exc: Exception) -> JSONResponse:
-    return error(404, "Hero not found")
+async def _not_found(_request: Request, exc: Exception) -> JSONResponse:
+    return error(404, str(exc))
 
 
 async def _bad_request(_request: Request, exc: Exception) -> JSONResponse:
@@ -97,7 +101,7 @@ async def _unhandled(request: Request, exc: Exception) -> JSONResponse:
 
 
 def register_error_handlers(app: FastAPI) -> None:
-    app.add_exception_handler(HeroNotFound, _hero_not_found)
+    app.add_exception_handler(NotFound, _not_found)
     app.add_exception_handler(IdempotencyKeyInvalid, _bad_request)
     app.add_exception_handler(CursorInvalid, _bad_request)
     app.add_exception_handler(IdempotencyKeyInFlight, _key_in_flight)

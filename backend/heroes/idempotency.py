@@ -15,12 +15,12 @@ answer again instead of a second write.
 - Only successful answers are stored: a request that fails (404, 503...) leaves no key behind,
   so its retry is processed afresh.
 
-The write and its answer are stored atomically: on PostgreSQL as one statement (a
-data-modifying WITH: the write, then the answer rendered by the database from the write's
-RETURNING row), so a fresh key costs no extra round trip; on SQLite in one BEGIN IMMEDIATE
-transaction. A second answer for a key is refused by the primary key (scope, key), which undoes
-the write with it; the earlier answer is then looked up and replayed (on PostgreSQL the undone
-INSERT still used up a sequence number: a gap in the ids, nothing else).
+A route applies it: ``once(key, payload, write)`` calls the route's query function with the
+``Answer`` to store (heroes.answers), and the query function stores it in its own transaction
+with the write (BEGIN IMMEDIATE on SQLite). A second answer for a key is refused by the primary
+key (scope, key), which undoes the write with it; the earlier answer is then looked up and
+replayed (on PostgreSQL the undone INSERT still used up a sequence number: a gap in the ids,
+nothing else).
 "In progress": a request with the same key that this worker is still processing is answered
 409 at once (a per-worker set of keys in flight). A duplicate reaching another worker while the
 first's statement runs waits for it (milliseconds; the primary key's row lock) and gets the
@@ -45,14 +45,16 @@ from fastapi import Depends, Header, Request
 from fastapi.responses import Response
 from pydantic import BaseModel
 
-from heroes import background, crud
+from heroes import answers, background
+from heroes.answers import Answer
+from heroes.api.responses import RETRY_AFTER, Responses, error_answer, json_response
 from heroes.config import Settings
 from heroes.db import Database, DatabaseUnavailable, Row, Session, ValueRejected
 from heroes.errors import (
-    HeroNotFound,
     IdempotencyKeyInFlight,
     IdempotencyKeyInvalid,
     IdempotencyKeyReused,
+    NotFound,
 )
 
 logger = logging.getLogger("heroes.idempotency")
@@ -77,8 +79,42 @@ HEADER_DESCRIPTION = (
     "scoped to the bearer token when API tokens are configured."
 )
 
+#: What a write operation that takes the header documents besides its own answers.
+RESPONSES: Responses = {
+    200: {
+        "description": "Successful Response",
+        "headers": {
+            REPLAYED_HEADER: {
+                "description": "`true` when this is the stored answer to an earlier request "
+                "with the same Idempotency-Key (nothing was written this time)",
+                "schema": {"type": "string", "enum": ["true"]},
+            }
+        },
+    },
+    400: error_answer(
+        "Invalid Content-Length, a body that is not decodable, or a malformed Idempotency-Key"
+    ),
+    409: error_answer(
+        "A request with the same Idempotency-Key is still being processed",
+        Retry_After=RETRY_AFTER,
+    ),
+    422: {
+        "description": "Validation Error, or the Idempotency-Key was used for a different request",
+        "content": {
+            "application/json": {
+                "schema": {
+                    "anyOf": [
+                        {"$ref": "#/components/schemas/HTTPValidationError"},
+                        {"$ref": "#/components/schemas/ErrorDetail"},
+                    ]
+                }
+            }
+        },
+    },
+}
 
-class InFlight:
+
+class KeysInFlight:
     """The keys this worker is processing now."""
 
     def __init__(self) -> None:
@@ -119,7 +155,7 @@ class IdempotentRequest:
     key: str
     target: str  # method and path: part of the fingerprint
     ttl_s: int
-    in_flight: InFlight
+    in_flight: KeysInFlight
 
     def fingerprint(self, payload: BaseModel | None) -> str:
         digest = hashlib.sha256(self.target.encode())
@@ -130,24 +166,17 @@ class IdempotentRequest:
         return digest.hexdigest()
 
     async def once(
-        self,
-        session: Session,
-        payload: BaseModel | None,
-        writes: Callable[[], crud.Write | None],
-        unkeyed: Callable[[], Awaitable[Any]],
+        self, session: Session, payload: BaseModel | None, write: Callable[..., Awaitable[Any]]
     ) -> Response:
-        write = writes()
-        if write is None:  # nothing to write (a PATCH without fields): a read, as without a key
-            return json_response(await unkeyed())
+        """``write(answer=...)`` performed once per key: its result as JSON the first time, the
+        stored answer for every retry."""
         fingerprint = self.fingerprint(payload)
         now = int(time.time())
+        answer = Answer(self.scope, self.key, fingerprint, now + self.ttl_s)
         with self.in_flight.claim(self.scope, self.key):
             for _ in range(2):
                 try:
-                    body = await crud.write_answered(
-                        session=session, write=write, scope=self.scope, key=self.key,
-                        fingerprint=fingerprint, expires_at=now + self.ttl_s,
-                    )  # fmt: skip
+                    return json_response(await write(answer=answer))
                 except ValueRejected:
                     # The key has an answer (the write was undone with the refused insert), or
                     # the database refused one of the write's values.
@@ -155,22 +184,21 @@ class IdempotentRequest:
                     if earlier is None:
                         raise
                     if earlier["expires_at"] <= now:
-                        await crud.forget_expired_answer(
+                        await answers.forget_expired(
                             session=session, scope=self.scope, key=self.key, now=now
                         )
                         continue  # the key is free again
                     return self._replay(earlier, fingerprint)
-                if body is None:
-                    # No such hero: the retry of a DELETE that succeeded gets that answer.
+                except NotFound:
+                    # Nothing to write to: the retry of a DELETE that succeeded gets that answer.
                     earlier = await self._find(session)
                     if earlier is None or earlier["expires_at"] <= now:
-                        raise HeroNotFound
+                        raise
                     return self._replay(earlier, fingerprint)
-                return Response(body.encode(), media_type="application/json")
         raise IdempotencyKeyInFlight  # its expired answer was replaced meanwhile: try again
 
     async def _find(self, session: Session) -> Row | None:
-        return await crud.find_answer(session=session, scope=self.scope, key=self.key)
+        return await answers.find(session=session, scope=self.scope, key=self.key)
 
     @staticmethod
     def _replay(earlier: Row, fingerprint: str) -> Response:
@@ -182,10 +210,6 @@ class IdempotentRequest:
             media_type="application/json",
             headers={REPLAYED_HEADER: "true"},
         )
-
-
-def json_response(content: Any) -> Response:
-    return Response(orjson.dumps(content), media_type="application/json")
 
 
 async def idempotent_request(
@@ -203,25 +227,24 @@ async def idempotent_request(
         key=parse_key(key),
         target=f"{request.method} {request.scope['path']}\n",
         ttl_s=settings.idempotency_ttl_s,
-        in_flight=request.app.state.in_flight,
+        in_flight=request.app.state.keys_in_flight,
     )
 
 
 IdempotencyDep = Annotated[IdempotentRequest | None, Depends(idempotent_request)]
 
 
-async def respond(
+async def once(
     idempotent: IdempotentRequest | None,
     session: Session,
     payload: BaseModel | None,
-    writes: Callable[[], crud.Write | None],
-    unkeyed: Callable[[], Awaitable[Any]],
+    write: Callable[..., Awaitable[Any]],
 ) -> Response:
-    """The route's answer: ``unkeyed()``'s result as JSON without a key; with one, the write
-    ``writes()`` describes, performed once per key, and its stored answer."""
+    """What a write route applies: ``write`` (its query function, waiting for ``answer=``) run
+    as is without a key, or once per key with its answer stored (IdempotentRequest.once)."""
     if idempotent is None:
-        return json_response(await unkeyed())
-    return await idempotent.once(session, payload, writes, unkeyed)
+        return json_response(await write(answer=None))
+    return await idempotent.once(session, payload, write)
 
 
 async def purge_expired(db: Database, now: int) -> int:
@@ -229,7 +252,7 @@ async def purge_expired(db: Database, now: int) -> int:
     session = Session(db)
     deleted = 0
     for _ in range(PURGE_MAX_BATCHES):
-        count = await crud.purge_answers(session=session, now=now, batch=PURGE_BATCH)
+        count = await answers.purge(session=session, now=now, batch=PURGE_BATCH)
         deleted += count
         if count < PURGE_BATCH:
             break

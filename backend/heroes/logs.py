@@ -1,9 +1,9 @@
 """One log format for gunicorn, uvicorn and the application: a JSON object per line on stdout
 (readable text instead when a person watches: ``LOG_FORMAT=auto`` on a terminal, or ``plain``).
 
-Every record logged while a request is being served carries that request's id: the middleware in
-:mod:`heroes.observability` sets :data:`request_id_var`, :class:`RequestIdFilter` (on the handler)
-copies it onto the record. ``logging_config`` is the one ``dictConfig`` for gunicorn's
+Every record logged while a request is being served carries that request's id: the outermost
+ASGI layer, :mod:`heroes.edge`, sets :data:`request_id_var`, :class:`RequestIdFilter` (on the
+handler) copies it onto the record. ``logging_config`` is the one ``dictConfig`` for gunicorn's
 ``logconfig_dict``, ``heroes serve`` (uvicorn's ``log_config``) and the CLI.
 """
 
@@ -25,6 +25,7 @@ __all__ = [
     "PlainFormatter",
     "RequestIdFilter",
     "configure_if_unconfigured",
+    "known_level",
     "logging_config",
     "request_id_var",
     "resolve_format",
@@ -33,7 +34,7 @@ __all__ = [
 #: The id of the request being served in this context (None outside a request).
 request_id_var: ContextVar[str | None] = ContextVar("heroes_request_id", default=None)
 
-#: Logger of the access lines the middleware writes (uvicorn's and gunicorn's own are off).
+#: Logger of the access lines heroes.edge writes (uvicorn's and gunicorn's own are off).
 ACCESS_LOGGER = "heroes.access"
 
 LEVELS = ("critical", "error", "warning", "info", "debug")
@@ -116,14 +117,12 @@ def logging_config(
 
     Everything goes to one stdout handler. gunicorn's loggers get it explicitly (gunicorn turns
     their propagation off; uvicorn_worker copies gunicorn.error's handlers to uvicorn.error).
-    uvicorn's and gunicorn's access loggers get no handler: the access line is written by the
-    middleware on ``heroes.access``, inside the request context, so it carries the request id.
+    uvicorn's and gunicorn's access loggers get no handler: the access line is written by
+    heroes.edge on ``heroes.access``, inside the request context, so it carries the request id.
     ``access_log=False`` silences those lines.
     """
-    level = str(level).strip().lower()
+    level = known_level(level)
     fmt = str(fmt).strip().lower()
-    if level not in LEVELS:
-        raise ValueError(f"LOG_LEVEL must be one of {', '.join(LEVELS)}, got {level!r}")
     if fmt not in FORMATS:
         raise ValueError(f"LOG_FORMAT must be one of {', '.join(FORMATS)}, got {fmt!r}")
     fmt = resolve_format(fmt)
@@ -159,6 +158,14 @@ def logging_config(
             "alembic.runtime.plugins": {"level": "WARNING"},
         },
     }
+
+
+def known_level(level: str) -> str:
+    """LOG_LEVEL, normalised (the one check: Settings and logging_config both use it)."""
+    normalised = str(level).strip().lower()
+    if normalised not in LEVELS:
+        raise ValueError(f"LOG_LEVEL must be one of {', '.join(LEVELS)}, got {normalised!r}")
+    return normalised
 
 
 def resolve_format(fmt: str) -> str:

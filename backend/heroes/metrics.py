@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import os
 import platform
-from bisect import bisect_left
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -113,11 +112,13 @@ def _record(key: tuple[str, str, int], seconds: float) -> None:
     histogram.observe(seconds)
 
 
-# In multiprocess mode every inc/observe is a locked mmap write (three per request): requests
-# are tallied in memory and written at each sample (POOL_SAMPLE_SECONDS), before a scrape this
-# worker answers, and at shutdown. Other workers' counts in a scrape are at most that old.
-_UPPER_BOUNDS = (*LATENCY_BUCKETS, float("inf"))
-# key -> [count, sum of seconds, count per latency bucket...]
+# In multiprocess mode every inc/observe is a locked mmap write: the durations of requests are
+# kept in memory and written at each sample (POOL_SAMPLE_SECONDS), before a scrape this worker
+# answers, and at shutdown, through prometheus_client's public API (one counter write per route
+# and status, then the histogram's observe per request). Other workers' counts in a scrape are
+# at most that old. Measured per request: 2.6 us written at once; buffered, 0.14 us in the request
+# and 1.8 us at the flush (a tally written into the histogram's private fields cost 0.2 us in
+# all: public API over those 1.6 us).
 _pending: dict[tuple[str, str, int], list[float]] = {}
 
 
@@ -129,29 +130,25 @@ def observe(method: str, route: str, status: int, seconds: float) -> None:
     if not MULTIPROC_DIR:
         _record(key, seconds)
         return
-    tally = _pending.get(key)
-    if tally is None:
-        tally = _pending[key] = [0.0] * (2 + len(_UPPER_BOUNDS))
-    tally[0] += 1
-    tally[1] += seconds
-    tally[2 + bisect_left(_UPPER_BOUNDS, seconds)] += 1
+    durations = _pending.get(key)
+    if durations is None:
+        durations = _pending[key] = []
+    durations.append(seconds)
 
 
 def flush() -> None:
-    """Write the tallied requests into the (shared) metric files: a few writes per route."""
-    for key, tally in list(_pending.items()):
-        if not tally[0]:
+    """Write the buffered requests into the (shared) metric files."""
+    for key, durations in list(_pending.items()):
+        if not durations:
             continue
+        _pending[key] = []
         counter, histogram = _children_of(key)
-        counter.inc(tally[0])
-        histogram._sum.inc(tally[1])  # prometheus_client's own fields: one write per bucket
-        for index, count in enumerate(tally[2:]):
-            if count:
-                histogram._buckets[index].inc(count)
-        tally[:] = [0.0] * len(tally)
+        counter.inc(len(durations))
+        for seconds in durations:
+            histogram.observe(seconds)
 
 
-class InFlight:
+class RequestsInFlight:
     """Requests being served by this process: a plain counter on the hot path, copied into the
     gauge when sampled (in multiprocess mode every gauge write is an mmap write)."""
 
@@ -161,7 +158,7 @@ class InFlight:
 def sample_pool(db: Database) -> None:
     """Copy this process' buffered requests, pool state and in-flight count into the metrics."""
     flush()
-    IN_PROGRESS.set(InFlight.count)
+    IN_PROGRESS.set(RequestsInFlight.count)
     stats = db.stats()
     POOL_SIZE.set(stats.size)
     POOL_CHECKED_OUT.set(stats.in_use)

@@ -16,12 +16,11 @@ import psycopg
 import pytest
 from fastapi import FastAPI
 
+from harness.postgres import PostgresServer, create_database
 from heroes import migrate
 from heroes.config import Settings
 from heroes.lifecycle import reset_draining
 from heroes.main import create_app
-
-from .pgserver import PostgresServer, create_database
 
 BACKENDS = ("sqlite", "postgres")
 

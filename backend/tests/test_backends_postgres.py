@@ -4,21 +4,25 @@ the recovery after it, and a steady load that opens no connection."""
 from __future__ import annotations
 
 import asyncio
+import os
+import resource
+import signal
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager, suppress
+from pathlib import Path
 
 import httpx
 import psycopg
 import pytest
 
+from harness.postgres import PostgresServer, create_database
 from heroes import migrate
 from heroes.backends.postgres import PostgresDatabase
 from heroes.config import Settings
 
 from .conftest import asgi_client, create_hero, make_settings, running_app
-from .pgserver import PostgresServer, create_database
 
 pytestmark = [pytest.mark.anyio, pytest.mark.postgres_only]
 
@@ -163,3 +167,153 @@ async def test_outage_fails_fast_and_recovers_within_a_second(own_server: Postgr
     # Each failure within the pool timeout (1 s), not a hang until the server came back.
     assert max(at - sent for sent, at, _ in during) < 1.5
     assert load.first_200_after(back) < 1.0
+
+
+@contextmanager
+def frozen(server: PostgresServer) -> Iterator[None]:
+    """The server's processes stopped (SIGSTOP), as a paused container or a hung host: its
+    kernel still accepts and acknowledges, nothing answers."""
+    postmaster = int((server.data / "postmaster.pid").read_text().split()[0])
+    os.kill(postmaster, signal.SIGSTOP)  # first: it forks no backend while the rest are found
+    children = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with suppress(OSError, ValueError):
+            # "pid (comm) state ppid ...": comm may hold spaces, so split after its ")".
+            if int(stat.read_text().rpartition(")")[2].split()[1]) == postmaster:
+                children.append(int(stat.parent.name))
+    for pid in children:
+        with suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        for pid in [postmaster, *children]:
+            with suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+
+
+def _silent_server_settings(own_server: PostgresServer, name: str) -> Settings:
+    url = create_database(own_server.url(), name)
+    # Client deadline 0.5 + 1 = 1.5 s; a request waits at most 1 s for a connection.
+    settings = make_settings(
+        url,
+        db_statement_timeout_ms=500,
+        db_network_timeout=1,
+        db_pool_timeout=1.0,
+        db_connect_timeout=1,
+        ready_timeout=0.5,
+    )
+    migrate.upgrade(settings)
+    return settings
+
+
+async def test_a_silent_server_gets_503_within_the_deadline_and_recovers(
+    own_server: PostgresServer,
+) -> None:
+    settings = _silent_server_settings(own_server, "silent_reads")
+    async with running_app(settings) as app, asgi_client(app) as client:
+        hero = await create_hero(client)
+        load = ReadLoad(client, f"/heroes/{hero['id']}")
+        async with load.running():
+            await asyncio.sleep(0.3)
+            with frozen(own_server):
+                silent = time.monotonic()
+                await asyncio.sleep(4.0)
+                ready = await client.get("/health/ready")
+            back = time.monotonic()
+            while (await client.get("/health/ready")).status_code != 200:
+                assert time.monotonic() - back < 1.0, "not ready 1 s after the server's return"
+                await asyncio.sleep(0.05)
+            await asyncio.sleep(2.0)
+        assert ready.status_code == 503
+        assert ready.json()["reason"] == "database did not answer in time"
+    during = [(sent, at, s) for sent, at, s in load.answers if silent < sent and at < back]
+    assert len(during) >= READERS
+    assert {status for _, _, status in during} == {503}
+    # Deadline (1.5 s) + pool timeout (1 s), never the silence's whole 4 s.
+    slowest = max(at - sent for sent, at, _ in load.answers)
+    assert slowest < 3.0, slowest
+    assert load.first_200_after(back) < 1.5
+
+
+async def test_a_write_cut_by_the_deadline_is_not_resent_and_its_keyed_retry_writes_once(
+    own_server: PostgresServer,
+) -> None:
+    settings = _silent_server_settings(own_server, "silent_writes")
+    async with running_app(settings) as app, asgi_client(app) as client:
+        await create_hero(client)  # the pool is open and warm
+        body = {"name": "Rusty-Man", "secret_name": "Tommy Sharp"}
+        with frozen(own_server):
+            started = time.monotonic()
+            cut = await client.post("/heroes/", json=body, headers={"Idempotency-Key": "cut-1"})
+            waited = time.monotonic() - started
+        assert cut.status_code == 503, cut.text
+        assert cut.headers["Retry-After"]
+        assert waited < 2.0, waited
+        # The server read the INSERT from its socket once it ran again, or never did: either
+        # way the client's retry with the same key leaves exactly one hero.
+        for _ in range(20):
+            retry = await client.post("/heroes/", json=body, headers={"Idempotency-Key": "cut-1"})
+            if retry.status_code != 409:
+                break
+            await asyncio.sleep(0.1)
+        assert retry.status_code == 200, retry.text
+        listed = (await client.get("/heroes/")).json()
+    assert [h["name"] for h in listed].count("Rusty-Man") == 1
+
+
+async def test_the_idle_check_works_with_descriptors_above_1024(pg_settings: Settings) -> None:
+    """A worker with many client sockets opens its database connections on descriptors above
+    select()'s 1024: the idle check must still tell a sound one from a dead one."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, max(soft, 4096)), hard))
+    held = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]
+    try:
+        async with running_app(pg_settings) as app, asgi_client(app) as client:
+            hero = await create_hero(client)
+            db: PostgresDatabase = app.state.db
+            assert _terminate_app_connections(pg_settings) >= 1
+            for _ in range(3):  # the first reads meet the dead connections, then the refill
+                await client.get(f"/heroes/{hero['id']}")
+            for _ in range(100):  # the pool back at its minimum, on descriptors > 1024
+                if db.stats().open >= db.stats().size:
+                    break
+                await asyncio.sleep(0.05)
+            async with db.connection() as conn:
+                assert conn.pgconn.socket > 1024
+            opened = _sessions_opened(pg_settings)
+            statuses = Counter(
+                [(await client.get(f"/heroes/{hero['id']}")).status_code for _ in range(300)]
+            )
+            assert statuses == {200: 300}
+            # At most 2 more (plus this query's own admin session): no sound connection discarded.
+            assert _sessions_opened(pg_settings) - opened <= 3
+    finally:
+        for fd in held:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+async def test_connections_carry_the_network_timeouts_on_both_ends(pg_settings: Settings) -> None:
+    async with running_app(pg_settings) as app:
+        db: PostgresDatabase = app.state.db
+        async with db.connection() as conn:
+            client = conn.info.get_parameters()
+            server = {
+                name: (await (await conn.execute(f"SHOW {name}")).fetchone() or {}).get(name)
+                for name in (
+                    "tcp_user_timeout",
+                    "tcp_keepalives_idle",
+                    "statement_timeout",
+                    "idle_in_transaction_session_timeout",
+                )
+            }
+    # Defaults: silence limit 3 s, statement timeout 5 s, client deadline 5 + 3 s.
+    assert client["keepalives"] == "1"
+    assert client["tcp_user_timeout"] == "3000"
+    assert server == {
+        "tcp_user_timeout": "3000",  # SHOW gives these two without a unit
+        "tcp_keepalives_idle": "1",
+        "statement_timeout": "5s",
+        "idle_in_transaction_session_timeout": "8s",
+    }

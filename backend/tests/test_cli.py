@@ -15,11 +15,11 @@ from typing import Any
 import httpx
 import pytest
 
+from harness.gunicorn import BIN, SERVICE_VARS
+from harness.procs import free_port
 from heroes import cli, migrate
 from heroes.config import get_settings
 from heroes.logs import logging_config
-
-from .gunicorn_server import BIN, SERVICE_VARS, free_port
 
 
 @pytest.fixture

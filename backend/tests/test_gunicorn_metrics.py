@@ -108,7 +108,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Run:
         files_after_stop={p.name for p in server.metrics_dir.iterdir()},
         exit_code=exit_code,
         log_lines=server.log_lines(),
-        stderr=server.stderr.read_text(),
+        stderr=server.stderr_file.read_text(),
     )
 
 

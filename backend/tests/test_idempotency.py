@@ -8,6 +8,7 @@ import hashlib
 import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
@@ -16,7 +17,7 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy import func, select
 
-from heroes import crud, idempotency
+from heroes import answers, crud, idempotency
 from heroes.config import Settings
 from heroes.db import ConnectionLost, Session
 
@@ -38,7 +39,7 @@ async def names(client: httpx.AsyncClient) -> list[str]:
 
 
 async def stored_answers(app: FastAPI) -> list[dict[str, Any]]:
-    rows = await Session(app.state.db).fetch_all(select(crud.ANSWER))
+    rows = await Session(app.state.db).fetch_all(select(answers.ANSWER))
     return [dict(row) for row in rows]
 
 
@@ -157,7 +158,7 @@ async def test_same_key_on_another_route_is_422(client: httpx.AsyncClient) -> No
 async def test_retry_while_the_first_is_in_flight_is_409(
     app: FastAPI, client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    stall = Stall(monkeypatch, "write_answered")
+    stall = Stall(monkeypatch, "create_hero")
     first = asyncio.create_task(post(client, "k1"))
     await asyncio.wait_for(stall.entered.wait(), 5)
     overtaking = await post(client, "k1")
@@ -176,7 +177,7 @@ async def test_a_duplicate_that_overtakes_the_first_in_another_worker_wins(
     """Two app instances = two workers with their own pools. The first is held before its
     write; the duplicate stores its answer first; the first then finds the key taken (its write
     undone with the refused answer) and replays the duplicate's answer."""
-    stall = Stall(monkeypatch, "write_answered")
+    stall = Stall(monkeypatch, "create_hero")
     async with (
         running_app(settings) as one,
         running_app(settings) as two,
@@ -221,35 +222,36 @@ async def test_a_burst_of_duplicates_writes_once(client: httpx.AsyncClient) -> N
 # --- atomicity: the answer and the write commit together --------------------------------------
 
 
-def fail_at(monkeypatch: pytest.MonkeyPatch, app: FastAPI, backend: str, *, after: bool) -> None:
-    """Make the database call that commits a keyed write fail once: the one statement of write
-    and answer on PostgreSQL, the answer's INSERT or the COMMIT of the transaction on SQLite.
-    ``after``: it ran (committed) and the connection broke before the client was answered."""
+def fail_at(monkeypatch: pytest.MonkeyPatch, app: FastAPI, *, after: bool) -> None:
+    """Make a keyed write fail once around its commit: before it (the answer's INSERT fails: the
+    worker died mid-transaction), or, with ``after``, once the transaction has committed (the
+    connection broke before the client was answered)."""
     db = app.state.db
-    real = db.run
+    real_run, real_transaction = db.run, db.transaction
     failed: list[str] = []
 
-    def commits(sql: str) -> bool:
-        if backend == "postgres":
-            return sql.startswith("WITH") and "idempotency_key" in sql
-        return sql == "COMMIT" if after else sql.startswith("INSERT INTO idempotency_key")
-
     async def run(conn: Any, sql: str, params: Any, *, rows: bool) -> Any:
-        if failed or not commits(sql):
-            return await real(conn, sql, params, rows=rows)
-        failed.append(sql)
-        if after:
-            await real(conn, sql, params, rows=rows)
+        if not after and not failed and sql.startswith("INSERT INTO idempotency_key"):
+            failed.append(sql)
+            raise RuntimeError("the worker died before the commit")
+        return await real_run(conn, sql, params, rows=rows)
+
+    @asynccontextmanager
+    async def transaction(conn: Any) -> AsyncIterator[None]:
+        async with real_transaction(conn):
+            yield
+        if after and not failed:
+            failed.append("COMMIT")
             raise ConnectionLost("the connection broke after the commit")
-        raise RuntimeError("the worker died before the commit")
 
     monkeypatch.setattr(db, "run", run)
+    monkeypatch.setattr(db, "transaction", transaction)
 
 
 async def test_a_crash_before_commit_keeps_neither_the_write_nor_the_key(
-    app: FastAPI, client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch, backend: str
+    app: FastAPI, client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    fail_at(monkeypatch, app, backend, after=False)
+    fail_at(monkeypatch, app, after=False)
     assert (await post(client, "k1")).status_code == 500
     assert await names(client) == []
     assert await stored_answers(app) == []
@@ -260,9 +262,9 @@ async def test_a_crash_before_commit_keeps_neither_the_write_nor_the_key(
 
 
 async def test_an_answer_lost_after_commit_is_replayed_to_the_retry(
-    app: FastAPI, client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch, backend: str
+    app: FastAPI, client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    fail_at(monkeypatch, app, backend, after=True)
+    fail_at(monkeypatch, app, after=True)
     assert (await post(client, "k1")).status_code == 503
     retry = await post(client, "k1")
     assert retry.status_code == 200
@@ -424,8 +426,8 @@ async def test_an_expired_key_is_processed_afresh(
 
 
 async def store(session: Session, key: str, *, expires_at: int) -> None:
-    answer = {"scope": "", "key": key, "fingerprint": "f", "body": "{}", "expires_at": expires_at}
-    await session.execute(crud._insert_answer(), answer)
+    answer = {"scope": "", "key": key, "fingerprint": "f", "status": 200, "body": "{}"}
+    await session.execute(answers._insert(), {**answer, "expires_at": expires_at})
 
 
 async def test_purge_deletes_expired_answers_in_batches(app: FastAPI) -> None:
@@ -456,7 +458,7 @@ async def test_answers_count_is_one_per_key(app: FastAPI, client: httpx.AsyncCli
         await post(client, "k1")
         await post(client, "k2")
     rows = await Session(app.state.db).fetch_all(
-        select(func.count().label("n")).select_from(crud.ANSWER)
+        select(func.count().label("n")).select_from(answers.ANSWER)
     )
     assert rows[0]["n"] == 2
 

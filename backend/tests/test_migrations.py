@@ -11,10 +11,10 @@ from alembic import command
 from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine, inspect, text
 
+from harness.postgres import create_database
 from heroes import migrate
 
 from .conftest import make_settings
-from .pgserver import create_database
 
 HEAD = "0002"
 TABLES = {"hero", "idempotency_key", "alembic_version"}

@@ -202,7 +202,7 @@ async def test_in_flight_gauge_counts_the_scrape_itself(app: FastAPI) -> None:
     async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
         body = (await client.get("/metrics")).text
     assert "\nheroes_http_requests_in_progress 1.0\n" in body
-    assert metrics.InFlight.count == 0  # the gauge itself is refreshed at the next sample
+    assert metrics.RequestsInFlight.count == 0  # the gauge itself is refreshed at the next sample
 
 
 # --- the middleware alone: failures no handler answered -----------------------------------------

@@ -21,6 +21,8 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from harness.gunicorn import production_argv, production_env
+
 REPO = Path(__file__).resolve().parents[2]
 BASELINE_DIR = (REPO / ".." / "shared" / "baseline").resolve()
 VENV_BIN = Path(sys.executable).parent
@@ -93,27 +95,19 @@ def heroes(port: int, db_url: str, workdir: Path, extra: dict[str, str] | None =
     ``extra`` (bench --heroes-env) overrides settings for experiments."""
     metrics_dir = workdir / "heroes-metrics"
     metrics_dir.mkdir(exist_ok=True)
-    env = (
-        base_env()
-        | {
-            "DATABASE_URL": db_url,
-            "ENVIRONMENT": "development",
-            "LOG_LEVEL": "warning",
-            "WEB_CONCURRENCY": str(WORKERS),
-            "PORT": str(port),
-            "BIND": f"127.0.0.1:{port}",
-            "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
-            "SHUTDOWN_DRAIN_SECONDS": "0",
-        }
-        | (extra or {})
-    )
+    settings = {
+        "DATABASE_URL": db_url,
+        "LOG_LEVEL": "warning",
+        "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
+    }
+    env = production_env(port, WORKERS, settings | (extra or {}), inherit=base_env())
     title = "(b) heroes" + "".join(f", {key}={value}" for key, value in (extra or {}).items())
     return AppSpec(
         key="heroes",
         title=title,
         port=port,
         schema_commands=[[str(VENV_BIN / "heroes"), "migrate"]],
-        argv=[str(VENV_BIN / "gunicorn"), "-c", str(REPO / "deploy" / "gunicorn.conf.py")],
+        argv=production_argv(),
         env=env,
         cwd=REPO,
     )

@@ -23,7 +23,7 @@ from dataclasses import asdict
 from pathlib import Path
 from types import FrameType
 
-from bench import apps, profiles
+from bench import apps, pg, profiles
 from bench.load import (
     SCENARIOS,
     Accumulator,
@@ -34,10 +34,11 @@ from bench.load import (
     warm_up,
     write_scripts,
 )
-from bench.pg import PostgresCluster
-from bench.procs import ProcessRegistry, free_port
 from bench.report import render, targets, write_readme
-from bench.server import GunicornServer
+from bench.server import preflight, serve
+from harness.gunicorn import GunicornServer
+from harness.postgres import PostgresServer
+from harness.procs import ProcessRegistry, free_port
 
 APP_CHOICES = ("baseline", "heroes", "ceiling")
 # The ceiling must be a real one, so a full run serves both raw implementations and the targets
@@ -171,21 +172,21 @@ def heroes_env(args: argparse.Namespace) -> dict[str, str]:
 
 
 def build_specs(
-    args: argparse.Namespace, cluster: PostgresCluster, workdir: Path
+    args: argparse.Namespace, cluster: PostgresServer, workdir: Path
 ) -> list[apps.AppSpec]:
     """The apps in the order asked for, each on its own free port and database."""
     specs = []
     for app in args.app_list:
         if app == "baseline":
-            url = cluster.url("bench_baseline", "postgresql+psycopg")
+            url = cluster.url("bench_baseline")
             specs.append(apps.baseline(free_port(), url))
         elif app == "heroes":
-            url = cluster.url("bench_heroes", "postgresql+psycopg")
+            url = cluster.url("bench_heroes")
             specs.append(apps.heroes(free_port(), url, workdir, heroes_env(args)))
         else:
             mode = args.ceiling_mode or (QUICK_CEILING_MODE if args.quick else "both")
             for variant in ["async", "sync"] if mode == "both" else [mode]:
-                url = cluster.url(f"bench_ceiling_{variant}")
+                url = cluster.url(f"bench_ceiling_{variant}", driver="postgresql")
                 specs.append(apps.ceiling(free_port(), url, variant))
     return specs
 
@@ -210,7 +211,7 @@ class Running:
 
 def start_app(
     spec: apps.AppSpec,
-    cluster: PostgresCluster,
+    cluster: PostgresServer,
     args: argparse.Namespace,
     registry: ProcessRegistry,
     workdir: Path,
@@ -219,33 +220,22 @@ def start_app(
     """Fresh database, the app's schema, the seed, gunicorn up, the wire contract checked."""
     dbname = database_name(spec)
     _log(f"{spec.title}: fresh database {dbname}, schema, {args.seeded:,} heroes, gunicorn")
-    cluster.recreate_database(dbname)
+    cluster.create_database(dbname)
     for command in spec.schema_commands:
         subprocess.run(command, env=spec.env, cwd=spec.cwd, check=True, stdout=subprocess.DEVNULL)
-    cluster.seed(dbname, args.seeded)
-    server = GunicornServer(
-        key=spec.key,
-        argv=spec.argv,
-        env=spec.env,
-        cwd=spec.cwd,
-        port=spec.port,
-        registry=registry,
-        logfile=workdir / f"{spec.key}.log",
-        workers=apps.WORKERS,
-    )
+    pg.seed(cluster, dbname, args.seeded)
+    server = serve(spec, workdir, registry)
+    started.append(Running(spec, server))  # from here on, stopped by main()'s finally
     try:
-        server.start()
-        started.append(Running(spec, server))  # from here on, stopped by main()'s finally
-        server.preflight(args.seeded)
+        preflight(server, args.seeded)
     except Exception:
         _log(f"{spec.key} server log tail:\n{server.log_tail()}")
-        server.stop()
         raise
 
 
 def run_scenarios(
     running: list[Running],
-    cluster: PostgresCluster,
+    cluster: PostgresServer,
     args: argparse.Namespace,
     scripts: dict[str, Path],
     profiler: Profiler | None,
@@ -272,7 +262,7 @@ def run_scenarios(
                     secrets.token_hex(4),
                     totals[app.spec.key],
                     (profiler, f"{app.spec.key}-{scenario.key}-r{round_no}") if profiler else None,
-                    functools.partial(cluster.sessions, app.dbname),
+                    functools.partial(pg.sessions, cluster, app.dbname),
                 )
                 app.check_workers(scenario.key)
         for app in running:
@@ -313,12 +303,12 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         profiler = Profiler(Path(found), args.profile.resolve(), args.profile_format)
     scripts = write_scripts(workdir / "lua")
-    cluster = PostgresCluster(workdir, registry)
+    cluster = pg.server(workdir, registry)
     running: list[Running] = []
     try:
         _log(f"starting PostgreSQL in {cluster.root}")
         cluster.start()
-        pg_version = cluster.version()
+        pg_version = pg.version(cluster)
         for spec in build_specs(args, cluster, workdir):
             start_app(spec, cluster, args, registry, workdir, running)
         results = run_scenarios(running, cluster, args, scripts, profiler)

@@ -3,11 +3,12 @@ the last page by offset, each timed over HTTP against heroes as the benchmark se
 
     PYTHONPATH=deploy .venv/bin/python -m bench.deep_pages [--heroes 1000000] [--requests 200]
 
-One throw-away cluster (bench.pg, durability off), heroes migrated and seeded like the
-benchmark's database, gunicorn with the production config (bench.apps.heroes). The three pages
-are requested one at a time on one keep-alive connection, in turns, so drifting load from other
-processes falls on all three alike. The cursor of the last page is the one the API gives in the
-Link header of the page before it. Target: the cursor's last page within 2x the first page.
+One throw-away server (bench.pg: harness.postgres, durability off), heroes migrated and seeded
+like the benchmark's database, gunicorn with the production config (bench.apps.heroes). The
+three pages are requested one at a time on one keep-alive connection, in turns, so drifting load
+from other processes falls on all three alike. The cursor of the last page is the one the API
+gives in the Link header of the page before it. Target: the cursor's last page within 2x the
+first page.
 """
 
 from __future__ import annotations
@@ -26,10 +27,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from bench import apps
-from bench.pg import PostgresCluster
-from bench.procs import ProcessRegistry, free_port
-from bench.server import GunicornServer
+from bench import apps, pg
+from bench.server import serve
+from harness.gunicorn import GunicornServer
+from harness.procs import ProcessRegistry, free_port
 
 DBNAME = "bench_heroes_extra"
 LIMIT = 100
@@ -109,24 +110,19 @@ def heroes_on_postgres(seeded: int) -> Iterator[int]:
     workdir = Path(tempfile.mkdtemp(prefix="heroes-bench-extra."))
     workdir.chmod(0o755)  # postgres (another user) must reach its directory inside
     registry = ProcessRegistry(workdir / "pids")
-    cluster = PostgresCluster(workdir, registry)
+    cluster = pg.server(workdir, registry)
     server: GunicornServer | None = None
     try:
         cluster.start()
-        cluster.recreate_database(DBNAME)
-        spec = apps.heroes(free_port(), cluster.url(DBNAME, "postgresql+psycopg"), workdir)
+        spec = apps.heroes(free_port(), cluster.create_database(DBNAME), workdir)
         for command in spec.schema_commands:
             subprocess.run(
                 command, env=spec.env, cwd=spec.cwd, check=True, stdout=subprocess.DEVNULL
             )
         t0 = time.monotonic()
-        cluster.seed(DBNAME, seeded)
+        pg.seed(cluster, DBNAME, seeded)
         print(f"[bench] seeded {seeded:,} heroes in {time.monotonic() - t0:.1f} s", file=sys.stderr)
-        server = GunicornServer(
-            key=spec.key, argv=spec.argv, env=spec.env, cwd=spec.cwd, port=spec.port,
-            registry=registry, logfile=workdir / "heroes.log", workers=apps.WORKERS,
-        )  # fmt: skip
-        server.start()
+        server = serve(spec, workdir, registry)
         yield spec.port
     finally:
         if server is not None:

@@ -1,42 +1,13 @@
-"""Process bookkeeping: pid files (so bench.sh can clean up after a crash), /proc readings."""
+"""/proc readings of the processes under test (pid files, ports and children: harness.procs)."""
 
 from __future__ import annotations
 
 import os
-import socket
 from pathlib import Path
 
+from harness.procs import children
+
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-
-
-class ProcessRegistry:
-    """Writes ``<dir>/<name>.pid`` for every process we start; bench.sh's exit trap signals
-    whatever is still listed there (by pid, never by name) if the harness dies uncleanly."""
-
-    def __init__(self, directory: Path):
-        self.directory = directory
-        directory.mkdir(parents=True, exist_ok=True)
-
-    def add(self, name: str, pid: int) -> None:
-        (self.directory / f"{name}.pid").write_text(f"{pid}\n")
-
-    def remove(self, name: str) -> None:
-        (self.directory / f"{name}.pid").unlink(missing_ok=True)
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def children(pid: int) -> list[int]:
-    try:
-        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
-    except OSError:
-        return []
-    return [int(part) for part in text.split()]
 
 
 def rss_kib(pid: int) -> int:

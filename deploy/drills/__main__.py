@@ -31,9 +31,11 @@ from drills import (
     backup,
     connection_kill,
     db_outage,
+    full_disk,
     fuzz,
     idempotent_retries,
     migrations,
+    partition,
     pitr,
     posture,
     replica_kill,
@@ -62,13 +64,17 @@ DRILLS: dict[int, tuple[str, Callable[[Context], DrillResult]]] = {
     13: (backup.TITLE, backup.run),
     14: (idempotent_retries.TITLE, idempotent_retries.run),
     15: (connection_kill.TITLE, connection_kill.run),
+    16: (partition.TITLE_DB, partition.run_db),
+    17: (partition.TITLE_REPLICA, partition.run_replica),
+    18: (full_disk.TITLE, full_disk.run),
+    19: (rollout.TITLE_CRASHING, rollout.run_crashing),
     20: (pitr.TITLE_LOST, pitr.run_lost),
     21: (pitr.TITLE_UNDO, pitr.run_undo),
     22: (pitr.TITLE_BROKEN, pitr.run_broken),
 }
 # 13 replaces the stack's volume (down -v, restore): after the drills that need its history.
 # 20 and 21 restore it from the WAL archive (pgBackRest), 22 breaks and repairs archiving.
-ORDER = (4, 7, 6, 5, 3, 15, 14, 2, 10, 11, 13, 20, 21, 22, 1, 9, 8, 12)
+ORDER = (4, 7, 6, 5, 3, 15, 16, 18, 14, 2, 10, 17, 11, 13, 20, 21, 22, 1, 9, 19, 8, 12)
 
 
 def _parse_only(value: str) -> set[int]:

@@ -332,8 +332,8 @@ def user_script(
     )  # fmt: skip
 
 
-def rollout(stack: Stack, image: str, timeout: float = 300, **env: str) -> tuple[int, str, float]:
-    """deploy/scripts/rollout.sh IMAGE: exit status, stderr, seconds."""
+def rollout(stack: Stack, image: str, **env: str) -> tuple[int, str, float]:
+    """deploy/scripts/rollout.sh IMAGE (with ``env`` set): exit status, stderr, seconds."""
     t0 = time.monotonic()
-    proc = user_script(stack, "rollout.sh", image, timeout=timeout, **env)
+    proc = user_script(stack, "rollout.sh", image, timeout=300, **env)
     return proc.returncode, proc.stderr, time.monotonic() - t0

@@ -32,19 +32,23 @@ TITLE = "Retries with Idempotency-Key across a worker kill -9"
 CLIENTS = 16
 
 
-def _stored_counts(stack: Stack, prefix: str) -> Counter[str]:
+def stored_counts(stack: Stack, prefix: str) -> Counter[str]:
+    """How many times each hero named ``<prefix>-...`` is stored."""
     rows = stack.psql(
         f"SELECT name || ' ' || count(*) FROM hero WHERE name LIKE '{prefix}-%' GROUP BY name"  # noqa: S608
     )
     return Counter({name: int(count) for name, count in (row.rsplit(" ", 1) for row in rows)})
 
 
-def _start_load(ctx: Context, prefix: str) -> NetworkLoad:
+def start_keyed_load(
+    ctx: Context, prefix: str, clients: int = CLIENTS, retry_for: float = 20.0
+) -> NetworkLoad:
     """drills.keyed_load as a process on the host, against the api's published port."""
     cmd = [
         sys.executable, "-m", "drills.keyed_load", "--url", ctx.api_url,
-        "--clients", str(CLIENTS), "--prefix", prefix,
-        "--token-file", str(ctx.stack.tokens_file), "--max-seconds", "60",
+        "--clients", str(clients), "--prefix", prefix,
+        "--token-file", str(ctx.stack.tokens_file), "--max-seconds", "120",
+        "--retry-for", str(retry_for),
     ]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(ctx.stack.root / "deploy")}
     proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
@@ -55,7 +59,7 @@ def run(ctx: Context) -> DrillResult:
     result = DrillResult(14, TITLE)
     stack = ctx.stack
     prefix = f"d14-{ctx.run_id}"
-    load = _start_load(ctx, prefix)
+    load = start_keyed_load(ctx, prefix)
     try:
         load.wait_started()
         time.sleep(ctx.warmup)
@@ -82,7 +86,7 @@ def run(ctx: Context) -> DrillResult:
     retried = {key for key, tries in attempts.items() if len(tries) > 1}
     replayed = {key for key, tries in attempts.items() if tries[-1][1] == ok and tries[-1][3]}
     failed = [a for a in data["attempts"] if a[1] != ok]
-    stored = _stored_counts(stack, prefix)
+    stored = stored_counts(stack, prefix)
     twice = {name: n for name, n in stored.items() if n > 1}
     missing = answered - set(stored)
     unsent = set(stored) - set(attempts)

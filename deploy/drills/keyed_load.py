@@ -9,7 +9,7 @@ protocol, as drills.load's (so drills.stack.NetworkLoad drives it)::
     python -m drills.keyed_load --url http://127.0.0.1:8000 --prefix d14-x --token-file F
     -> {"event": "started", "t": ...}
     <- any line on stdin (or EOF)     stop
-    -> {"event": "result", "attempts": [[key, outcome, status, replayed, sent], ...], ...}
+    -> {"event": "result", "attempts": [[key, outcome, status, replayed, sent, latency], ...]}
 """
 
 from __future__ import annotations
@@ -24,7 +24,8 @@ from typing import Any
 
 from drills.client import Connection, Outcome, Result, split_url
 
-#: One attempt: [key, outcome, status, replayed (Idempotent-Replayed: true), sent (wall clock)]
+#: One attempt: [key, outcome, status, replayed (Idempotent-Replayed: true), sent (wall clock),
+#: latency (seconds)]
 Attempt = list[Any]
 
 
@@ -52,7 +53,9 @@ def run(args: argparse.Namespace, token: str | None, stop: threading.Event) -> d
             while True:
                 result = conn.request("POST", "/heroes/", body, {**headers, "Idempotency-Key": key})
                 replayed = result.headers.get("idempotent-replayed") == "true"
-                out.append([key, str(result.outcome), result.status, replayed, result.sent])
+                out.append(
+                    [key, str(result.outcome), result.status, replayed, result.sent, result.latency]
+                )
                 if not _retry(result) or time.monotonic() > give_up:
                     break
                 time.sleep(0.2 if result.status == 409 else 0.05)

@@ -8,6 +8,9 @@
    healthcheck nor the proxy reaches it): pass when the script exits non-zero with one clear
    ``rollout: FAILED`` line, no request failed, and the old replicas (same containers) still
    answer everywhere with the old revision.
+19. To an image whose server exits at start (its app module does not import; migrations still
+   pass), so its replicas restart in a loop: as 9, and the script gives up within 20 s of the
+   first exit of a new replica instead of waiting for its health deadline (left at 120 s).
 """
 
 from __future__ import annotations
@@ -30,8 +33,11 @@ from drills.stack import log
 
 TITLE_NEW = "Rollout to a new image under load (rollout.sh)"
 TITLE_BROKEN = "Rollout to an image that never gets healthy (rollout.sh)"
+TITLE_CRASHING = "Rollout to an image whose server exits at start (rollout.sh)"
 #: Drill 9's wait for the broken replicas (ROLLOUT_TIMEOUT): they never get healthy anyway.
 BROKEN_TIMEOUT_S = 20
+#: Drill 19: from the first exit of a new replica to the script's end, at most.
+CRASH_GIVE_UP_S = 20
 
 
 def run_new(ctx: Context) -> DrillResult:
@@ -98,18 +104,49 @@ def run_new(ctx: Context) -> DrillResult:
 
 
 def run_broken(ctx: Context) -> DrillResult:
-    result = DrillResult(9, TITLE_BROKEN, services=("api", "proxy"))
-    stack = ctx.stack
-    prefix = f"d9-{ctx.run_id}"
     image = derived_image(
-        stack, f"{stack.image}-drill9",
+        ctx.stack, f"{ctx.stack.image}-drill9",
         "ENV BIND=127.0.0.1:8001 BUILD_REVISION=drill9-never-healthy",
     )  # fmt: skip
+    result = DrillResult(9, TITLE_BROKEN, services=("api", "proxy"))
+    return _failed_rollout(ctx, result, image, rollout_timeout=BROKEN_TIMEOUT_S)
+
+
+def run_crashing(ctx: Context) -> DrillResult:
+    image = derived_image(
+        ctx.stack, f"{ctx.stack.image}-drill19",
+        # gunicorn's app argument overrides the config's factory: every worker fails to import
+        # it, so gunicorn exits (status 3) and the restart policy starts it again, in a loop.
+        'CMD ["gunicorn", "-c", "/app/deploy/gunicorn.conf.py", "heroes.not_in_this_release:app"]',
+    )  # fmt: skip
+    result = _failed_rollout(ctx, DrillResult(19, TITLE_CRASHING, services=("api", "proxy")), image)
+    first_exit = result.figures.pop("first_exit", None)
+    ended = result.figures.pop("ended", None)
+    given_up = None if first_exit is None or ended is None else round(ended - first_exit, 1)
+    result.figures["given_up_after_first_exit_s"] = given_up
+    result.expect(first_exit is not None, "no new replica exited: was the image broken at all?")
+    result.expect(
+        given_up is not None and given_up <= CRASH_GIVE_UP_S,
+        f"rollout.sh ended {given_up} s after the first exit of a new replica",
+    )
+    result.summary += f"; gave up {given_up} s after the first exit of a new replica"
+    return result
+
+
+def _failed_rollout(
+    ctx: Context, result: DrillResult, image: str, rollout_timeout: int | None = None
+) -> DrillResult:
+    """A rollout to ``image`` that must fail, leaving the old replicas serving."""
+    stack = ctx.stack
+    prefix = f"d{result.number}-{ctx.run_id}"
     before = stack.containers("api")
     old = replica_revisions(stack)
     with warmed_load(ctx, prefix) as load:
-        log(f"drill 9: rollout.sh {image} (never healthy; ROLLOUT_TIMEOUT={BROKEN_TIMEOUT_S})")
-        code, stderr, seconds = rollout(stack, image, ROLLOUT_TIMEOUT=str(BROKEN_TIMEOUT_S))
+        env = {} if rollout_timeout is None else {"ROLLOUT_TIMEOUT": str(rollout_timeout)}
+        log(f"drill {result.number}: rollout.sh {image} {env}")
+        started = time.time()
+        code, stderr, seconds = rollout(stack, image, **env)
+        ended = time.time()
         time.sleep(1.0)
         data = load.stop()
     run_ = LoadRun(data)
@@ -118,6 +155,7 @@ def run_broken(ctx: Context) -> DrillResult:
     proxied = proxied_revisions(ctx.refresh_url())
     failed = run_.failed
     failures = [line for line in stderr.splitlines() if line.startswith("rollout: FAILED")]
+    exits = [e["t"] for e in stack.docker_events(started, ended, "die", image)]
     result.figures.update(
         clients=ctx.clients,
         exit_code=code,
@@ -131,10 +169,12 @@ def run_broken(ctx: Context) -> DrillResult:
         revisions_after=after,
         proxied_old=sum(r in set(old.values()) for r in proxied),
         rps=round(run_.rate),
+        first_exit=min(exits, default=None),
+        ended=ended,
     )
     check_persistence(result, stack, run_, prefix)
     f = result.figures
-    result.expect(code != 0, "rollout.sh exited 0 for an image that never gets healthy")
+    result.expect(code != 0, f"rollout.sh exited 0 for {image}")
     result.expect(
         len(failures) == 1 and stderr.strip().splitlines()[-1] == failures[0],
         f"want one last line 'rollout: FAILED: ...', got: {stderr.strip()[-600:]!r}",

@@ -9,6 +9,8 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -138,6 +140,19 @@ class Stack:
                 rows.append({"name": f[3], "addr": f[4], "op_state": f[5], "admin_state": f[6]})
         return rows
 
+    @contextmanager
+    def partitioned(self, container: str, network: str) -> Iterator[float]:
+        """``container`` cut off ``network`` (packets dropped, sockets left open and silent, as
+        in a real partition) until the block ends; yields the moment of the cut (wall clock).
+        It comes back under the same aliases (the service name the others resolve)."""
+        aliases = self.inspect(container)["NetworkSettings"]["Networks"][network]["Aliases"] or []
+        self.docker("network", "disconnect", network, container)
+        try:
+            yield time.time()
+        finally:
+            flags = [arg for alias in aliases for arg in ("--alias", alias)]
+            self.docker("network", "connect", *flags, network, container)
+
     def addresses(self, container: str) -> set[str]:
         networks = self.inspect(container)["NetworkSettings"]["Networks"]
         return {str(n["IPAddress"]) for n in networks.values() if n.get("IPAddress")}
@@ -162,6 +177,20 @@ class Stack:
             "logs", "--no-color", "--timestamps", "--tail", str(tail), *services, check=False
         )
         return proc.stdout + proc.stderr
+
+    def docker_events(
+        self, since: float, until: float, action: str, image: str
+    ) -> list[dict[str, Any]]:
+        """Docker's events of containers of ``image`` (e.g. "die") between two wall-clock
+        times, each with its epoch in "t"."""
+        proc = self.docker(
+            "events", "--since", f"{since:.3f}", "--until", f"{until:.3f}",
+            "--filter", f"event={action}", "--filter", f"image={image}", "--format", "{{json .}}",
+        )  # fmt: skip
+        events = [json.loads(line) for line in proc.stdout.splitlines() if line.strip()]
+        for event in events:
+            event["t"] = int(event["timeNano"]) / 1e9
+        return events
 
     def log_events(
         self, service: str, since: float, container: str | None = None

@@ -24,5 +24,5 @@ if ! command -v "$browser" >/dev/null 2>&1; then
   "${apt[@]}" install -y --no-install-recommends "$browser" >/dev/null
 fi
 
-exec .venv/bin/python deploy/scripts/browser_check.py --chromium "$browser" \
+PYTHONPATH="$PWD/deploy" exec .venv/bin/python deploy/scripts/browser_check.py --chromium "$browser" \
   --out "${BROWSER_TEST_OUT:-artifacts/screenshots}" "$@"

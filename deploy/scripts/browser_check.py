@@ -22,8 +22,6 @@ import base64
 import json
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -36,6 +34,8 @@ from typing import Any
 
 import httpx
 from websockets.sync.client import ClientConnection, connect
+
+from harness.gunicorn import migrate, production
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -75,13 +75,6 @@ def log(message: str) -> None:
     print(f"browser-test: {message}", flush=True)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def wait_until(what: str, test: Callable[[], bool], timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while not test():
@@ -92,50 +85,25 @@ def wait_until(what: str, test: Callable[[], bool], timeout: float) -> None:
 
 @contextmanager
 def production_server(workdir: Path) -> Iterator[str]:
-    """`gunicorn -c deploy/gunicorn.conf.py` on SQLite with tokens; its base URL."""
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_", "API_", "DB_"))}
-    env |= {
-        "ENVIRONMENT": "development",
-        "DATABASE_URL": f"sqlite:///{workdir / 'heroes.db'}",
-        "API_TOKENS": TOKEN,
-        "BIND": f"127.0.0.1:{port}",
-        "WEB_CONCURRENCY": "2",
-        "SHUTDOWN_DRAIN_SECONDS": "0",
-        "LOG_LEVEL": "warning",
-        "DOCS_ENABLED": "true",
-    }
-    subprocess.run(
-        [str(BIN / "heroes"), "migrate"], env=env, cwd=workdir, check=True, capture_output=True
-    )
-    log_file = (workdir / "gunicorn.log").open("wb")
-    process = subprocess.Popen(
-        [str(BIN / "gunicorn"), "-c", str(REPO / "deploy" / "gunicorn.conf.py")],
-        env=env, cwd=workdir, stdout=log_file, stderr=subprocess.STDOUT,
+    """`gunicorn -c deploy/gunicorn.conf.py` on SQLite with tokens (harness.gunicorn); its base
+    URL."""
+    server = production(
+        workdir, workers=2, key="gunicorn", ENVIRONMENT="development",
+        DATABASE_URL=f"sqlite:///{workdir / 'heroes.db'}", API_TOKENS=TOKEN,
+        LOG_LEVEL="warning", DOCS_ENABLED="true",
     )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-
-    def ready() -> bool:
-        if process.poll() is not None:
-            raise CheckFailed(f"gunicorn exited {process.returncode}")
-        try:
-            return httpx.get(f"{url}/health/ready", timeout=2, trust_env=False).status_code == 200
-        except httpx.TransportError:
-            return False
-
+    migrate(server)
     try:
-        wait_until("the server", ready, 60)
-        log(f"ok: gunicorn -c deploy/gunicorn.conf.py serving on {url} (pid {process.pid})")
-        yield url
+        server.start(timeout=60)
+    except RuntimeError as exc:
+        raise CheckFailed(str(exc)) from exc
+    try:
+        assert server.process is not None
+        log(f"ok: gunicorn -c deploy/gunicorn.conf.py serving on {server.url} "
+            f"(pid {server.process.pid})")  # fmt: skip
+        yield server.url
     finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-        log_file.close()
+        server.stop()
 
 
 @dataclass

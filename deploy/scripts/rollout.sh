@@ -12,8 +12,10 @@
 #   3. wait until each new one is healthy (/health/ready) and the proxy routes to it;
 #   4. each old replica out of rotation in HAProxy (runtime API: maint), its in-flight requests
 #      finished, then stopped (SIGTERM: drain + graceful) and removed.
-# If a new replica is not healthy and routed within ROLLOUT_TIMEOUT seconds (default 120), the new
-# ones are removed, the old ones keep serving, and the script exits 1 with one line saying so.
+# If a new replica is not healthy and routed within ROLLOUT_TIMEOUT seconds (default 120), or
+# exits or restarts before that (a release that crashes at start: no waiting for the deadline),
+# the new ones are removed, the old ones keep serving, and the script exits 1 with one line
+# saying why.
 #
 # Afterwards keep HEROES_IMAGE=IMAGE in the environment (or .env) for later `docker compose`
 # commands, or compose will recreate the replicas with the old image.
@@ -93,11 +95,29 @@ remove_new() {
   if [ "${#new[@]}" -gt 0 ]; then docker rm -f "${new[@]}" >/dev/null 2>&1 || true; fi
 }
 
+# Why container $1 cannot become healthy, or nothing: a replica that exited (or is restarting,
+# or has restarted) before it got healthy will not get healthy, so there is no point waiting for
+# the deadline: a release that crashes at start is rolled back within a second of its first exit.
+crashed() {
+  local status code restarts last
+  read -r status code restarts < <(docker inspect -f '{{.State.Status}} {{.State.ExitCode}} {{.RestartCount}}' "$1" 2>/dev/null || echo gone 0 0)
+  case "$status:$restarts" in
+    running:0 | created:0) return 0 ;;
+  esac
+  last=$(docker logs --tail 1 "$1" 2>&1 | tr -d '\r' | cut -c1-200)
+  echo "new api replica ${1:0:12} exited with status $code (restarts: $restarts, now $status) before it became healthy${last:+; its last log line: $last}"
+}
+
 deadline=$(($(date +%s) + timeout))
 pending=("${new[@]}")
 while [ "${#pending[@]}" -gt 0 ]; do
   still=()
   for c in "${pending[@]}"; do
+    why=$(crashed "$c")
+    if [ -n "$why" ]; then
+      remove_new
+      die "$why; removed the new ones, the $n old one(s) still serve"
+    fi
     health=$(docker inspect -f '{{if .State.Health}}{{.State.Health.Status}}{{else}}{{.State.Status}}{{end}}' "$c" 2>/dev/null || echo gone)
     if [ "$health" = healthy ] && routed "$c"; then
       log "new replica ${c:0:12} healthy and routed"

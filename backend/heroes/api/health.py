@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
+from starlette.datastructures import State
 
 from heroes import __version__
 from heroes.config import Settings
@@ -29,6 +31,22 @@ def _unavailable(reason: str) -> JSONResponse:
     return JSONResponse({"status": "unavailable", "reason": reason}, status_code=503)
 
 
+def _revision_check(state: State, timeout: float) -> asyncio.Task[str | None]:
+    """A check of the schema's revision that probes share while it is younger than their
+    timeout (a check stuck on a silent database must not keep answering for it once the
+    database is back). A probe that gives up does not cancel it: a cancelled statement is first
+    cancelled on the server, over what may be a silent network (seconds more). A check ends by
+    itself, within the database layer's deadline."""
+    now = time.monotonic()
+    check: asyncio.Task[str | None] | None = getattr(state, "revision_check", None)
+    if check is None or check.done() or now - state.revision_check_started > timeout:
+        check = asyncio.get_running_loop().create_task(current_revision(Session(state.db)))
+        # Retrieved here, so a failure no probe waited for is not reported as never retrieved.
+        check.add_done_callback(lambda t: t.cancelled() or t.exception())
+        state.revision_check, state.revision_check_started = check, now
+    return check
+
+
 @router.get(
     "/ready",
     responses={503: {"description": "Not ready: database down, schema not at head, or draining"}},
@@ -38,8 +56,9 @@ async def ready(request: Request) -> JSONResponse:
     if is_draining():
         return _unavailable("shutting down")
     try:
-        async with asyncio.timeout(request.app.state.settings.ready_timeout):
-            revision = await current_revision(Session(request.app.state.db))
+        timeout = request.app.state.settings.ready_timeout
+        async with asyncio.timeout(timeout):
+            revision = await asyncio.shield(_revision_check(request.app.state, timeout))
     except TimeoutError:
         return _unavailable("database did not answer in time")
     except SchemaMissing:

@@ -14,6 +14,17 @@ steady load opens no connection at all. Three settings decide how it behaves aro
   so the pool refills within about that window of the server's return;
 - ``timeout`` (DB_POOL_TIMEOUT) bounds how long a request waits for a connection, so during an
   outage it answers 503 within that time.
+
+A server that goes silent (a network partition, a host that vanished, a paused container) sends
+no error, so nothing above would fire. Two client-side bounds cover it:
+
+- libpq's TCP settings (``keepalives*``, ``tcp_user_timeout``): the kernel declares a connection
+  dead after DB_NETWORK_TIMEOUT seconds without an acknowledgement or a keepalive answer, idle
+  or not; the server is asked to do the same with its end, so its sessions of a vanished client
+  (and their locks) go too, and a transaction left idle is ended (``idle_in_transaction_...``);
+- a deadline on every wait for the server (``BoundedConnection.wait``): DB_STATEMENT_TIMEOUT_MS
+  plus DB_NETWORK_TIMEOUT, for a server whose kernel still answers but whose process does not
+  (paused, hung). A connection that missed it is closed, so the pool never hands it out again.
 """
 
 from __future__ import annotations
@@ -22,6 +33,7 @@ import asyncio
 import select
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager, suppress
+from time import monotonic
 from typing import Any, Self
 
 import psycopg
@@ -48,17 +60,48 @@ RECONNECT_WINDOW = 0.5
 #: SQLSTATE classes that mean "not now": connection exception, insufficient resources, operator
 #: intervention (admin shutdown, crash recovery, statement timeout = 57014 query_canceled).
 UNAVAILABLE_CLASSES = frozenset({"08", "53", "57"})
+#: Seconds a request waits for a sweep of the idle connections before it goes on: a sweep of
+#: connections to a silent server would take as long as the network timeout allows.
+SWEEP_WAIT = 1.0
 
 
 def connect_options(settings: Settings, *, statement_timeout: bool = True) -> dict[str, Any]:
     """libpq parameters shared by the API's pool, ``heroes check`` and the migration runner."""
-    options: dict[str, Any] = {
+    silence = settings.db_network_timeout
+    server = {
+        # The server's end of the same silence limit (these are per-session settings).
+        "tcp_keepalives_idle": 1,
+        "tcp_keepalives_interval": 1,
+        "tcp_keepalives_count": max(1, round(silence)),
+        "tcp_user_timeout": round(silence * 1000),
+    }
+    deadline = statement_deadline(settings)
+    if statement_timeout and deadline is not None:
+        server["statement_timeout"] = settings.db_statement_timeout_ms
+        # The API never leaves a transaction waiting on anything but the database: one idle
+        # this long belongs to a client that is gone, and would hold its row locks.
+        server["idle_in_transaction_session_timeout"] = round(deadline * 1000)
+    return {
         "connect_timeout": settings.db_connect_timeout,
         "application_name": "heroes",
+        # A probe after 1 s of silence, then every second; the connection is dead once nothing
+        # has been acknowledged for DB_NETWORK_TIMEOUT (TCP_USER_TIMEOUT bounds the probes too).
+        "keepalives": 1,
+        "keepalives_idle": 1,
+        "keepalives_interval": 1,
+        "keepalives_count": max(1, round(silence)),
+        "tcp_user_timeout": round(silence * 1000),
+        "options": " ".join(f"-c {name}={value}" for name, value in server.items()),
     }
-    if statement_timeout and settings.db_statement_timeout_ms:
-        options["options"] = f"-c statement_timeout={settings.db_statement_timeout_ms}"
-    return options
+
+
+def statement_deadline(settings: Settings) -> float | None:
+    """Seconds the client waits for any one answer of the server before it abandons the
+    connection: the server's own statement timeout plus the network's margin (none when the
+    statement timeout is off: a deliberate long statement must not be cut)."""
+    if not settings.db_statement_timeout_ms:
+        return None
+    return settings.db_statement_timeout_ms / 1000 + settings.db_network_timeout
 
 
 def conninfo(settings: Settings) -> str:
@@ -75,34 +118,54 @@ def conninfo(settings: Settings) -> str:
     )
 
 
-def _bounded_connection_class(seconds: float) -> type[Connection]:
+def _bounded_connection_class(connect_seconds: float, deadline: float | None) -> type[Connection]:
     class BoundedConnection(psycopg.AsyncConnection[DictRow]):
-        """libpq's connect_timeout does not cover resolving the host name, which stalls for
-        seconds under Docker's DNS when the database container is gone: bound the whole connect."""
-
         @classmethod
         async def connect(cls, conninfo: str = "", **kwargs: Any) -> Self:
-            async with asyncio.timeout(seconds):
+            # libpq's connect_timeout does not cover resolving the host name, which stalls for
+            # seconds under Docker's DNS when the database container is gone.
+            async with asyncio.timeout(connect_seconds):
                 return await super().connect(conninfo, **kwargs)
+
+        async def wait(
+            self,
+            gen: Any,
+            interval: float = 0.1,
+            timeout: float | None = None,  # noqa: ASYNC109 (psycopg's signature, overridden)
+        ) -> Any:
+            # Every exchange with the server (a statement, a commit, the pool's checks) goes
+            # through here: psycopg's own timeout bounds it, without an asyncio cancellation
+            # (whose cleanup would first try to cancel the statement over the same silent
+            # network, for up to 10 s more).
+            try:
+                return await super().wait(gen, interval, deadline if timeout is None else timeout)
+            except psycopg.OperationalError:
+                # The connection failed, or the server stayed silent past the deadline: its
+                # state is unknown, so it is closed and the pool discards it.
+                await self.close()
+                raise
 
     return BoundedConnection
 
 
 def _server_hung_up(conn: Connection) -> bool:
     """Whether the server closed this idle connection: it has nothing to say to an idle client
-    unless it is saying goodbye, so a readable socket means the connection is gone."""
+    unless it is saying goodbye (or the kernel gave up on a silent peer), so a readable socket
+    means the connection is gone. poll(), not select(): a worker holding many client sockets
+    has descriptors above select()'s limit of 1024."""
     if conn.closed:
         return True
+    poller = select.poll()
     try:
-        readable, _, _ = select.select([conn.pgconn.socket], [], [], 0)
+        poller.register(conn.pgconn.socket, select.POLLIN)
     except (psycopg.OperationalError, OSError, ValueError):
         return True
-    return bool(readable)
+    return bool(poller.poll(0))
 
 
-def _classify(conn: Connection, exc: psycopg.Error) -> Exception:
+def _classify(conn: Connection, exc: psycopg.Error, sent: float) -> Exception:
     if conn.broken or conn.closed:
-        return ConnectionLost(f"database connection lost: {exc}")
+        return ConnectionLost(f"database connection lost: {exc}", monotonic() - sent)
     if isinstance(exc, psycopg.errors.UndefinedTable):
         return SchemaMissing(str(exc))
     if (exc.sqlstate or "")[:2] in UNAVAILABLE_CLASSES:
@@ -120,7 +183,9 @@ class PostgresDatabase(Database):
         self._in_use = 0  # the pool counts connections being opened as in use too
         self.pool: AsyncConnectionPool[Connection] = AsyncConnectionPool(
             conninfo(settings),
-            connection_class=_bounded_connection_class(settings.db_connect_timeout),
+            connection_class=_bounded_connection_class(
+                settings.db_connect_timeout, statement_deadline(settings)
+            ),
             kwargs={"autocommit": True, "row_factory": dict_row},
             min_size=settings.db_pool_size,
             max_size=settings.db_pool_size + settings.db_max_overflow,
@@ -156,8 +221,9 @@ class PostgresDatabase(Database):
         """Test every idle connection now (one sweep at a time, shared by all who ask)."""
         if self._sweep is None or self._sweep.done():
             self._sweep = asyncio.get_running_loop().create_task(self.pool.check())
-        with suppress(Exception):
-            await asyncio.shield(self._sweep)
+        with suppress(Exception):  # TimeoutError included: the sweep itself goes on
+            async with asyncio.timeout(SWEEP_WAIT):
+                await asyncio.shield(self._sweep)
 
     async def _getconn(self) -> Connection:
         try:
@@ -196,16 +262,17 @@ class PostgresDatabase(Database):
             async with conn.transaction():
                 yield
         except psycopg.Error as exc:
-            raise _classify(conn, exc) from exc
+            raise _classify(conn, exc, monotonic()) from exc
 
     async def run(self, conn: Connection, sql: str, params: Params, *, rows: bool) -> Sequence[Row]:
+        sent = monotonic()
         try:
             cursor = await conn.execute(sql, params)
             if rows:
                 return await cursor.fetchall()
             return ()
         except psycopg.Error as exc:
-            raise _classify(conn, exc) from exc
+            raise _classify(conn, exc, sent) from exc
 
     def stats(self) -> PoolStats:
         stats = self.pool.get_stats()

@@ -1,0 +1,149 @@
+"""Drills 16 and 17: network partitions, packets dropped (``docker network disconnect``), sockets
+left open and silent: nothing refuses, nothing resets, only the clients' own deadlines can act.
+
+16. The database cut off the api replicas for 20 s, then for 60 s, under 8 reading clients and 8
+    writing clients that send an Idempotency-Key and retry every failed attempt with it. Pass: no
+    answer slower than 8 s (the api's deadlines: the kernel gives up on a silent connection after
+    DB_NETWORK_TIMEOUT, a request waits DB_POOL_TIMEOUT at most for a connection); only 200, 503
+    (and 409 for a keyed retry that overtook its first attempt) answered; reads answered 200 again
+    within 2 s of the heal and every replica routed by the proxy again within 2 s (it took them
+    out while their readiness failed); every acknowledged write stored, none twice.
+17. One api replica cut off the proxy's network for 15 s under the mixed load. Pass: the proxy
+    marks it down within its health-check window, no request waits on it longer than the proxy's
+    server timeout, the other replica serves everything else, and the replica is routed to again
+    once the partition heals.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from functools import partial
+
+from drills.client import Outcome
+from drills.common import Context, DrillResult, LoadRun, describe, proxy_slots, wait_for
+from drills.fault_load import CLIENTS, Fault, expect_bounded, under_fault
+from drills.stack import log
+
+TITLE_DB = "Database partitioned from the api (20 s, 60 s) under keyed writes and reads"
+TITLE_REPLICA = "One api replica partitioned from the proxy under load"
+PARTITIONS_S = (20.0, 60.0)
+SLOWEST_MAX_S = 8.0
+READS_BACK_S = 2.0
+ROUTED_BACK_S = 2.0
+#: HAProxy's health-check window for a silent replica (fall 3 checks, each ending at `timeout
+#: connect` 1 s, at `inter` 500 ms then `fastinter` 250 ms) and its `timeout server`.
+MARKED_DOWN_MAX_S = 5.0
+SERVER_TIMEOUT_S = 30.0
+REPLICA_PARTITION_S = 15.0
+
+
+def _partition_db(ctx: Context, seconds: float, routing: dict[str, float | None]) -> Fault:
+    stack = ctx.stack
+    replicas = stack.containers("api")
+    with stack.partitioned(stack.container("db"), stack.network()) as cut:
+        log(f"drill 16: database partitioned for {seconds:.0f} s")
+        # Readiness fails (within READY_TIMEOUT), so the proxy takes every replica out.
+        routing["out_after_s"] = wait_for(
+            lambda: not any(stack.routed(c) for c in replicas), timeout=seconds
+        )
+        time.sleep(max(0.0, cut + seconds - time.time()))
+    healed = time.time()
+    log("drill 16: partition healed")
+    routing["back_after_s"] = wait_for(lambda: all(stack.routed(c) for c in replicas), timeout=15)
+    return Fault(cut, healed)
+
+
+def run_db(ctx: Context) -> DrillResult:
+    result = DrillResult(16, TITLE_DB, services=("api", "db", "proxy"))
+    runs = []
+    for i, seconds in enumerate(PARTITIONS_S):
+        routing: dict[str, float | None] = {}
+        fault = partial(_partition_db, ctx, seconds, routing)
+        # Retries go on well past the heal: every key must end answered.
+        f = under_fault(ctx, f"d16{i}-{ctx.run_id}", fault, retry_for=seconds + 30)
+        f.update({k: None if v is None else round(v, 2) for k, v in routing.items()})
+        runs.append(f)
+    result.figures["partitions"] = runs
+    for f in runs:
+        what = f"{f['fault_s']:.0f} s partition"
+        expect_bounded(result, f, what, SLOWEST_MAX_S)
+        result.expect(f["out_after_s"] is not None, f"{what}: the proxy kept routing to a replica")
+        result.expect(
+            f["back_after_s"] is not None and f["back_after_s"] <= ROUTED_BACK_S,
+            f"{what}: replicas routed again {f['back_after_s']} s after the heal",
+        )
+        result.expect(503 in f["read_statuses"], f"{what}: no read got 503: was it cut at all?")
+        result.expect(
+            f["reads_back_s"] is not None and f["reads_back_s"] <= READS_BACK_S,
+            f"{what}: reads answered 200 again {f['reads_back_s']} s after the heal",
+        )
+    result.summary = "; ".join(
+        f"{f['fault_s']:.0f} s: slowest {f['slowest_s']} s, reads {f['read_statuses']}, "
+        f"keyed writes {f['write_statuses']} ({f['acked']} acked, {f['lost']} lost, "
+        f"{f['twice']} twice), replicas out of the proxy {f['out_after_s']} s after the cut, "
+        f"reads back {f['reads_back_s']} s and replicas routed {f['back_after_s']} s after the heal"
+        for f in runs
+    )
+    return result
+
+
+def run_replica(ctx: Context) -> DrillResult:
+    result = DrillResult(17, TITLE_REPLICA, services=("api", "proxy"))
+    stack = ctx.stack
+    prefix = f"d17-{ctx.run_id}"
+    victim = stack.containers("api")[-1]
+    slots = proxy_slots(stack, victim)
+    edge = next(n for n in stack.inspect(victim)["NetworkSettings"]["Networks"] if "edge" in n)
+    load = stack.start_load(prefix, clients=CLIENTS)
+    try:
+        load.wait_started()
+        time.sleep(ctx.warmup)
+        with stack.partitioned(victim, edge) as cut:
+            log(f"drill 17: replica {victim[:12]} partitioned from the proxy")
+            down = wait_for(lambda: not stack.routed(victim), timeout=REPLICA_PARTITION_S)
+            time.sleep(max(0.0, REPLICA_PARTITION_S - (time.time() - cut)))
+        healed = time.time()
+        back = wait_for(lambda: stack.routed(victim), timeout=30)
+        time.sleep(2.0)
+        data = load.stop()
+    except BaseException:
+        load.kill()
+        raise
+    run_ = LoadRun(data)
+    during = [r for r in run_.requests if r.started >= cut - 1.0]
+    statuses = Counter(r.status for r in during)
+    slowest = max((r.latency for r in during), default=0.0)
+    # Requests sent after the replica was marked down: none of them may have waited on it.
+    after_down = [
+        r for r in run_.requests if down is not None and r.started >= cut + down + 0.5
+    ]  # fmt: skip
+    failed_after_down = [r for r in after_down if r.outcome is not Outcome.OK]
+    result.figures.update(
+        slots=sorted(slots),
+        marked_down_s=None if down is None else round(down, 2),
+        routed_again_s=None if back is None else round(back, 2),
+        requests=len(during),
+        statuses=dict(statuses),
+        slowest_s=round(slowest, 2),
+        failed_after_down=len(failed_after_down),
+        healed_at=healed,
+    )
+    f = result.figures
+    result.expect(
+        down is not None and down <= MARKED_DOWN_MAX_S,
+        f"the proxy routed to the partitioned replica for {f['marked_down_s']} s",
+    )
+    result.expect(slowest <= SERVER_TIMEOUT_S + 1, f"an answer took {f['slowest_s']} s")
+    result.expect(
+        not failed_after_down,
+        f"{len(failed_after_down)} requests failed after it was marked down: "
+        f"{describe(failed_after_down)}",
+    )
+    result.expect(back is not None, "the replica was not routed to again within 30 s of the heal")
+    result.summary = (
+        f"{CLIENTS} clients: marked down {f['marked_down_s']} s after the cut, routed again "
+        f"{f['routed_again_s']} s after the heal; {f['requests']} requests {f['statuses']}, "
+        f"slowest {f['slowest_s']} s, failed after it was marked down {f['failed_after_down']}"
+    )
+    return result
