@@ -38,6 +38,7 @@ from drills import (
     migrations,
     overload,
     partition,
+    pitr,
     posture,
     replica_kill,
     rollout,
@@ -69,12 +70,16 @@ DRILLS: dict[int, tuple[str, Callable[[Context], DrillResult]]] = {
     17: (partition.TITLE_REPLICA, partition.run_replica),
     18: (full_disk.TITLE, full_disk.run),
     19: (rollout.TITLE_CRASHING, rollout.run_crashing),
+    20: (pitr.TITLE_LOST, pitr.run_lost),
+    21: (pitr.TITLE_UNDO, pitr.run_undo),
+    22: (pitr.TITLE_BROKEN, pitr.run_broken),
     27: (abuse.TITLE, abuse.run),
     28: (overload.TITLE, overload.run),
 }
 # 13 replaces the stack's volume (down -v, restore): after the drills that need its history.
+# 20 and 21 restore it from the WAL archive (pgBackRest), 22 breaks and repairs archiving.
 # 27 and 28 bring up stacks of their own: last.
-ORDER = (4, 7, 6, 5, 3, 15, 16, 18, 14, 2, 10, 17, 11, 13, 1, 9, 19, 8, 12, 27, 28)
+ORDER = (4, 7, 6, 5, 3, 15, 16, 18, 14, 2, 10, 17, 11, 13, 20, 21, 22, 1, 9, 19, 8, 12, 27, 28)
 
 
 def _parse_only(value: str) -> set[int]:

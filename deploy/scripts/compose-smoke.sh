@@ -46,7 +46,7 @@ build_s=skipped
 if [ "${SMOKE_BUILD:-1}" != 0 ]; then
   step "docker compose build ($HEROES_IMAGE, version $HEROES_VERSION, revision $HEROES_REVISION)"
   t=$(now)
-  "${compose[@]}" build api
+  "${compose[@]}" build api db
   build_s=$(since "$t")
 fi
 image_bytes=$(docker image inspect -f '{{.Size}}' "$HEROES_IMAGE")

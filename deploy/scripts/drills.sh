@@ -6,7 +6,8 @@
 # figures to /tmp/readme/drills-results.md (DRILLS_RESULTS). Always `down -v` at the end.
 #
 # Environment: HEROES_IMAGE (reused when set and present, e.g. CI's loaded heroes:local; otherwise
-# built with `docker compose build`), DRILLS_PROJECT (default heroes-drills), HEROES_PORT
+# built with `docker compose build`), HEROES_DB_IMAGE (default heroes-postgres:local, always
+# built: cached, about a second), DRILLS_PROJECT (default heroes-drills), HEROES_PORT
 # (default 0 = a free loopback port). Arguments go to `python -m drills` (--only 1,3, --keep, ...).
 set -euo pipefail
 # shellcheck source=deploy/scripts/lib/containers.sh
@@ -24,6 +25,13 @@ else
   DRILLS_API_TOKENS_FILE=/dev/null docker compose -p "$project" \
     -f docker-compose.yml -f deploy/compose.drills.yml build api
 fi
+
+# The database image (postgres + pgBackRest, deploy/postgres/Dockerfile) is always built: a
+# cached build takes about a second, and a stale image would test an older archive setup.
+export HEROES_DB_IMAGE=${HEROES_DB_IMAGE:-heroes-postgres:local}
+echo "drills: building $HEROES_DB_IMAGE (docker compose build db)"
+DRILLS_API_TOKENS_FILE=/dev/null docker compose -p "$project" \
+  -f docker-compose.yml -f deploy/compose.drills.yml build db
 
 # Backstop for a Python process that dies without its own cleanup (it runs `down -v` itself).
 cleanup() {

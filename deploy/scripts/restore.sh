@@ -1,8 +1,24 @@
 #!/usr/bin/env bash
-# Restore an archive made by backup.sh (or the scheduled `backup` service) into the compose stack:
+# Restore the compose stack's database, from pgBackRest (point in time) or from a pg_dump archive:
 #
-#   deploy/scripts/restore.sh [--force] FILE
+#   deploy/scripts/restore.sh [--force] --latest         everything archived (after a lost volume)
+#   deploy/scripts/restore.sh [--force] --to TIMESTAMP   the state at TIMESTAMP ('2026-12-02 10:15:00+00')
+#   deploy/scripts/restore.sh [--force] FILE             a pg_dump archive (backup.sh)
 #
+# Point in time (--latest, --to; docs/backups.md): pgBackRest restores the newest full backup that
+# ended before the target into the db-data volume, and PostgreSQL replays the archived WAL up to
+# the target (--latest: to the end of the archive), then promotes.
+#  1. refuses (one line on stderr, exit 1, nothing changed) a volume that already holds a database
+#     cluster unless --force, a repository without a backup, an unreadable, future or too early
+#     TIMESTAMP; with the database running, it first archives the current WAL (`pgbackrest
+#     check`) and refuses if that fails, since the newest changes would be missing;
+#  2. stops api, pgbackrest, a running scheduled backup, and db;
+#  3. `pgbackrest restore` (--delta over an existing cluster with --force);
+#  4. starts db, waits for the end of recovery (promotion), archives the new timeline's first
+#     WAL (`pgbackrest check`); 5. the migrate one-shot;
+#  6. starts what it stopped and waits for readiness (`up -d --wait`).
+#
+# pg_dump archive (FILE):
 #  1. verifies FILE against FILE.sha256 and that pg_restore can read it, and refuses a database
 #     that holds any row unless --force: a refusal is one line on stderr, exit 1, nothing changed;
 #  2. stops the api service (and the scheduled backup, if it runs) so nothing writes meanwhile;
@@ -13,27 +29,43 @@
 #     /health/ready). On a failure after step 2, the services are started again all the same.
 #
 # Like backup.sh it honours COMPOSE_PROJECT_NAME / COMPOSE_FILE as `docker compose` does, runs
-# the database work in the stack's postgres image (deploy/k8s/base/backup/pg-backup.sh) with the
-# stack's db_password secret file, and puts no password on any command line.
+# the database work in the stack's postgres image (deploy/k8s/base/backup/pg-backup.sh; for point
+# in time deploy/postgres/pgbackrest_agent.py) with the stack's db_password secret file, and puts
+# no password on any command line.
 set -euo pipefail
 
+usage="usage: restore.sh [--force] --latest | --to TIMESTAMP | FILE"
 force=
 file=
-for arg in "$@"; do
-  case $arg in
+to=
+latest=
+while [ $# -gt 0 ]; do
+  case $1 in
     --force) force=--force ;;
+    --latest) latest=1 ;;
+    --to)
+      [ $# -ge 2 ] || { echo "restore.sh: --to needs a TIMESTAMP ($usage)" >&2; exit 2; }
+      to=$2
+      shift
+      ;;
+    --to=*) to=${1#--to=} ;;
     -h | --help)
-      sed -n '2,4p' "$0" | sed 's/^# \{0,1\}//'
+      sed -n '2,6p' "$0" | sed 's/^# \{0,1\}//'
       exit 0
       ;;
     -*)
-      echo "restore.sh: unknown option $arg (usage: restore.sh [--force] FILE)" >&2
+      echo "restore.sh: unknown option $1 ($usage)" >&2
       exit 2
       ;;
-    *) file=$arg ;;
+    *) file=$1 ;;
   esac
+  shift
 done
-[ -n "$file" ] || { echo "usage: restore.sh [--force] FILE" >&2; exit 2; }
+modes=0
+for given in "$latest" "$to" "$file"; do
+  if [ -n "$given" ]; then modes=$((modes + 1)); fi
+done
+[ "$modes" = 1 ] || { echo "$usage" >&2; exit 2; }
 
 refuse() {
   echo "restore.sh: REFUSED: $*; nothing was changed" >&2
@@ -42,6 +74,96 @@ refuse() {
 say() { echo "restore.sh: $*"; }
 now() { date +%s.%N; }
 since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
+
+if [ -z "$file" ]; then
+  # --- point in time (pgBackRest) ------------------------------------------------------------
+  started=$(now)
+  target_epoch=
+  if [ -n "$to" ]; then
+    target_epoch=$(date -u -d "$to" +%s 2>/dev/null) ||
+      refuse "cannot read the time '$to' (write it like '2026-12-02 10:15:00+00')"
+    [ "$target_epoch" -le "$(date +%s)" ] || refuse "$to is in the future"
+  fi
+  compose=(docker compose --profile backup)
+  # The db service's container definition (image, volumes, PGBACKREST_* settings), one-off, as
+  # the postgres user: the restore writes into the same db-data volume the server uses.
+  agent=("${compose[@]}" run --rm --no-deps -T --user 999:999
+    -e "HEROES_PITR_TARGET_EPOCH=$target_epoch" --entrypoint pgbackrest-agent db)
+  what=(${to:+--to "$to"} ${force:+"$force"})
+  running=$("${compose[@]}" ps --status running --services)
+  if ! check=$("${agent[@]}" check-restore "${what[@]}" 2>&1 >/dev/null); then
+    reason=$(sed -n 's/^pgbackrest-agent: //p' <<<"$check" | tail -n1)
+    refuse "${reason:-$(grep -v '^ *$' <<<"$check" | tail -n1)}"
+  fi
+  if grep -qx db <<<"$running"; then
+    # The WAL written since the last segment switch, into the repository now.
+    # ERROR [028]: the running cluster is not the archived one (a new volume after a loss,
+    # replaced with --force): its WAL does not belong to the archive.
+    if ! out=$("${compose[@]}" exec -T -u postgres db pgbackrest check 2>&1) &&
+      ! grep -q 'ERROR: \[028\]' <<<"$out"; then
+      refuse "the current WAL cannot be archived, so the newest changes would be missing: $(grep ERROR <<<"$out" | tail -n1)"
+    fi
+  fi
+
+  stop=(api pgbackrest)
+  grep -qx backup <<<"$running" && stop+=(backup)
+  say "stopping ${stop[*]} and db for the restore"
+  "${compose[@]}" stop "${stop[@]}" db
+  # Before the restore has begun nothing has changed: a failure starts everything again. After,
+  # the volume is being replaced: starting db could initialise an empty cluster in it instead.
+  # shellcheck disable=SC2317  # run by the EXIT trap
+  restart() {
+    local rc=$?
+    trap - EXIT
+    if [ -z "${restore_began:-}" ]; then
+      say "starting db ${stop[*]} and waiting for readiness"
+      "${compose[@]}" up -d --wait --wait-timeout 180 --no-deps db "${stop[@]}" || rc=$?
+    else
+      echo "restore.sh: FAILED after the restore began: db-data is incomplete and ${stop[*]} stay" \
+        "stopped; fix the cause, then run restore.sh --force again" >&2
+    fi
+    exit "$rc"
+  }
+  trap restart EXIT
+
+  say "pgbackrest restore ${to:+to $to}${latest:+to the end of the archive}"
+  t=$(now)
+  restore_began=1
+  "${agent[@]}" restore "${what[@]}"
+  restore_s=$(since "$t")
+
+  say "starting db: WAL replay from the archive, then promotion"
+  t=$(now)
+  "${compose[@]}" up -d --no-deps db
+  deadline=$(($(date +%s) + ${HEROES_PITR_RECOVERY_TIMEOUT:-1800}))
+  # shellcheck disable=SC2016  # the variables are the db container's
+  until [ "$("${compose[@]}" exec -T db sh -c 'psql -X -At -U "$POSTGRES_USER" -d "$POSTGRES_DB" -c "SELECT pg_is_in_recovery()"' 2>/dev/null)" = f ]; do
+    if [ "$(date +%s)" -gt "$deadline" ] || ! "${compose[@]}" ps --status running --services | grep -qx db; then
+      "${compose[@]}" logs --no-color --tail 20 db >&2 || true
+      echo "restore.sh: the database did not finish its recovery (log above)" >&2
+      exit 1
+    fi
+    sleep 0.5
+  done
+  recovery_s=$(since "$t")
+  # The new timeline's first WAL, into the repository now: until it is there, a later --latest
+  # would follow the old timeline past the target (the undone mistake included).
+  if ! out=$("${compose[@]}" exec -T -u postgres db pgbackrest check 2>&1); then
+    echo "restore.sh: warning: the new timeline's WAL could not be archived yet:" \
+      "$(grep ERROR <<<"$out" | tail -n1)" >&2
+  fi
+
+  say "migrating the schema to alembic head (migrate one-shot)"
+  "${compose[@]}" run --rm --no-deps -T migrate
+
+  trap - EXIT
+  say "starting ${stop[*]} and waiting for readiness"
+  t=$(now)
+  "${compose[@]}" up -d --wait --wait-timeout 300 --no-deps db "${stop[@]}"
+  say "done: pgbackrest restore ${restore_s}s, recovery ${recovery_s}s, ${stop[*]} ready" \
+    "$(since "$t")s later; $(since "$started")s in all"
+  exit 0
+fi
 
 [ -f "$file" ] || refuse "no such archive: $file"
 [ -f "$file.sha256" ] || refuse "no checksum file $file.sha256 beside the archive"
