@@ -34,6 +34,7 @@ from drills import (
     fuzz,
     idempotent_retries,
     migrations,
+    monitoring,
     posture,
     replica_kill,
     rollout,
@@ -61,9 +62,14 @@ DRILLS: dict[int, tuple[str, Callable[[Context], DrillResult]]] = {
     13: (backup.TITLE, backup.run),
     14: (idempotent_retries.TITLE, idempotent_retries.run),
     15: (connection_kill.TITLE, connection_kill.run),
+    23: (monitoring.TITLE_DB, monitoring.run_db),
+    24: (monitoring.TITLE_REPLICA, monitoring.run_replica),
+    25: (monitoring.TITLE_ALL_DOWN, monitoring.run_all_down),
+    26: (monitoring.TITLE_SCALE, monitoring.run_scale),
 }
 # 13 replaces the stack's volume (down -v, restore): after the drills that need its history.
-ORDER = (4, 7, 6, 5, 3, 15, 14, 2, 10, 11, 13, 1, 9, 8, 12)
+# 23-26 (monitoring) start the monitoring profile, which then stays up for the drills after them.
+ORDER = (4, 7, 6, 5, 3, 15, 14, 2, 10, 11, 23, 24, 25, 26, 13, 1, 9, 8, 12)
 
 
 def _parse_only(value: str) -> set[int]:
