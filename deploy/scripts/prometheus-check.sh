@@ -5,11 +5,15 @@
 #   promtool test rules     deploy/prometheus/tests/*.test.yml (every alert fires on a series that
 #                           should fire it and stays silent on one that should not)
 #   amtool check-config     deploy/alertmanager/alertmanager.yml
+#   deploy/tests/test_monitoring.py: every alert has a runbook line, a firing and a silent unit
+#                           test; the profile's services are hardened and loopback-only
 # promtool and amtool run inside the images the compose profile uses (--entrypoint), so the
 # checks match the versions that load these files; nothing is installed on the host.
 # Environment: PROMETHEUS_IMAGE, ALERTMANAGER_IMAGE (the compose file's defaults).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
+deploy/scripts/bootstrap.sh
+.venv/bin/pytest -q -p no:cacheprovider deploy/tests/test_monitoring.py
 prometheus=${PROMETHEUS_IMAGE:-prom/prometheus:v2.53.3}
 alertmanager=${ALERTMANAGER_IMAGE:-prom/alertmanager:v0.28.1}
 
