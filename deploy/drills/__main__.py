@@ -41,6 +41,7 @@ from drills import (
     scaling,
     shutdown,
     tls,
+    tracing,
     worker_crash,
 )
 from drills.common import Context, DrillResult
@@ -64,11 +65,11 @@ DRILLS: dict[int, tuple[str, Callable[[Context], DrillResult]]] = {
     15: (connection_kill.TITLE, connection_kill.run),
     23: (monitoring.TITLE_DB, monitoring.run_db),
     24: (monitoring.TITLE_REPLICA, monitoring.run_replica),
-    25: (monitoring.TITLE_ALL_DOWN, monitoring.run_all_down),
-    26: (monitoring.TITLE_SCALE, monitoring.run_scale),
+    25: (monitoring.TITLE_REPLICAS, monitoring.run_replicas),
+    26: (tracing.TITLE, tracing.run),
 }
 # 13 replaces the stack's volume (down -v, restore): after the drills that need its history.
-# 23-26 (monitoring) start the monitoring profile, which then stays up for the drills after them.
+# 23-25 (monitoring) start the monitoring profile, which then stays up for the drills after them.
 ORDER = (4, 7, 6, 5, 3, 15, 14, 2, 10, 11, 23, 24, 25, 26, 13, 1, 9, 8, 12)
 
 

@@ -1,4 +1,4 @@
-"""Drills 23-26: the `monitoring` profile sees trouble and says so (docs/observability.md).
+"""Drills 23-25: the `monitoring` profile sees trouble and says so (docs/observability.md).
 
 The profile (Prometheus, Alertmanager, its webhook receiver ``alert-log``, the PostgreSQL
 exporter) is started next to the drills' stack with the shipped rules and Alertmanager
@@ -11,9 +11,11 @@ the ``for:`` durations that decide how soon an alert fires are the shipped ones.
   fires); both resolve, and the webhook gets the "resolved", within 90 s of the database's return.
 - 24: SIGKILL of one replica's gunicorn master (the container's State.Pid, from the host: a crash,
   so Docker's restart policy applies): HeroesReplicaRestarted for that replica's address.
-- 25: every replica stopped: HeroesNoReadyReplica firing and received; resolved once they are back.
-- 26: ``--scale api=4``: four api targets up in Prometheus within one scrape interval + 15 s of
-  the new replicas being healthy, with no edit; back to the starting count afterwards.
+- 25: every replica stopped: HeroesNoReadyReplica firing and received; resolved once they are
+  back; then ``--scale api=4``: four api targets up in Prometheus within one scrape interval +
+  15 s of the new replicas being healthy, with no edit; back to the starting count afterwards.
+
+(Drill 26, traces through the proxy, is drills.tracing.)
 
 Each records how long each alert took to fire (from the harm) and to reach the webhook.
 """
@@ -38,8 +40,9 @@ from drills.stack import DrillError, Stack, log
 
 TITLE_DB = "Database stopped under load: database-unavailable and fast-burn alerts fire and resolve"
 TITLE_REPLICA = "Replica process killed (SIGKILL of State.Pid): replica alert fires"
-TITLE_ALL_DOWN = "All replicas stopped: no-ready-replica alert fires and resolves"
-TITLE_SCALE = "Scale to 4 replicas: 4 api targets up in Prometheus, no edit"
+TITLE_REPLICAS = (
+    "All replicas stopped: no-ready-replica alert fires and resolves; scaled to 4: 4 api targets"
+)
 
 #: Prometheus's intervals during the drills (the shipped file says 15 s).
 SCRAPE_S = 5
@@ -307,8 +310,8 @@ def run_replica(ctx: Context) -> DrillResult:
 # --- 25 --------------------------------------------------------------------------------------
 
 
-def run_all_down(ctx: Context) -> DrillResult:
-    result = DrillResult(25, TITLE_ALL_DOWN, services=("api", "proxy", "prometheus"))
+def run_replicas(ctx: Context) -> DrillResult:
+    result = DrillResult(25, TITLE_REPLICAS, services=("api", "proxy", "prometheus"))
     stack = ctx.stack
     prom = monitoring(ctx)
     replicas = len(stack.containers("api"))
@@ -334,25 +337,23 @@ def run_all_down(ctx: Context) -> DrillResult:
     _expect_within(result, seen, "no_ready_alert_firing", FIRE_TARGET_S)
     _expect_within(result, seen, "no_ready_alert_webhook", FIRE_TARGET_S)
     _expect_within(result, resolved, "no_ready_alert_resolved", RESOLVE_TARGET_S)
-    result.summary = (
+    summary = (
         f"`stop api` ({replicas} replicas): {name} firing in {_fmt(seen, 'no_ready_alert_firing')}"
         f" (webhook {_fmt(seen, 'no_ready_alert_webhook')}); after `start api` resolved in "
         f"{_fmt(resolved, 'no_ready_alert_resolved')}, {replicas} targets up again in "
         f"{_fmt(resolved, 'targets_back')}"
     )
+    result.summary = f"{summary}; {_scale(ctx, prom, result)}"
     return result
 
 
-# --- 26 --------------------------------------------------------------------------------------
-
-
-def run_scale(ctx: Context) -> DrillResult:
-    result = DrillResult(26, TITLE_SCALE, services=("api", "prometheus"))
+def _scale(ctx: Context, prom: Prometheus, result: DrillResult) -> str:
+    """``--scale api=4``: 4 api targets up within a scrape interval + 15 s of the replicas being
+    healthy; then back to the starting count."""
     stack = ctx.stack
-    prom = monitoring(ctx)
     start = len(stack.containers("api"))
     target = 4
-    log(f"drill 26: docker compose up -d --scale api={target}")
+    log(f"drill 25: docker compose up -d --scale api={target}")
     t0 = time.time()
     stack.compose("up", "-d", "--no-deps", "--no-recreate", "--scale", f"api={target}", "api",
                   timeout=240)  # fmt: skip
@@ -389,10 +390,9 @@ def run_scale(ctx: Context) -> DrillResult:
     )
     result.expect("targets_back" in gone, f"api targets did not go back to {start}")
     lag_text = "never" if lag is None else f"{lag:+.1f} s"
-    result.summary = (
+    return (
         f"--scale api={target}: all {target} replicas healthy {_fmt(seen, 'healthy')} after "
         f"the command, {target} api targets up in Prometheus {_fmt(seen, 'targets_up')} after "
         f"it ({lag_text} from healthy; target {SCRAPE_S} s scrape interval + 15 s, DNS refresh "
         f"5 s); back to {start} targets {_fmt(gone, 'targets_back')} after scaling down"
     )
-    return result
