@@ -79,6 +79,10 @@ class JsonFormatter(logging.Formatter):
         request_id = getattr(record, "request_id", None)
         if request_id is not None:
             payload["request_id"] = request_id
+        trace_id = getattr(record, "trace_id", None)  # heroes.tracing, when traces are on
+        if trace_id is not None:
+            payload["trace_id"] = trace_id
+            payload["span_id"] = getattr(record, "span_id", None)
         fields = getattr(record, "fields", None)
         if fields:
             payload.update(fields)

@@ -13,7 +13,7 @@ from fastapi.routing import APIRoute
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
-from heroes import __version__, idempotency, metrics
+from heroes import __version__, idempotency, metrics, tracing
 from heroes.api import health, heroes
 from heroes.api.methods import add_method_not_allowed
 from heroes.api.responses import DESCRIPTION
@@ -37,6 +37,7 @@ YOUNG_GC_THRESHOLD = 10_000
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
+    tracing.setup()  # in the worker, after gunicorn's fork; nothing unless OTEL_* asks for it
     app.state.db = create_database(settings)
     await app.state.db.open()
     app.state.schema = SchemaExpectation.of(settings)
@@ -85,11 +86,12 @@ class HeroesAPI(FastAPI):
     def build_middleware_stack(self) -> ASGIApp:
         settings: Settings = self.state.settings
         paths = {route.endpoint: route.path for route in self.routes if isinstance(route, Route)}
-        return Edge(
+        edge = Edge(
             super().build_middleware_stack(),
             max_body_bytes=settings.max_body_bytes,
             route_paths=paths,
         )
+        return tracing.wrap(edge)  # the app itself unless tracing is on
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -101,6 +103,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         summary="The Hero API of the FastAPI SQL tutorial, production-shaped.",
         description=DESCRIPTION,
         lifespan=lifespan,
+        telemetry=tracing.TELEMETRY,
         # FastAPI's own pages load their assets from CDNs: heroes.docs serves them itself.
         docs_url=None,
         redoc_url=None,

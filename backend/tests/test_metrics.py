@@ -111,15 +111,19 @@ def test_multiprocess_render_reads_the_directory(
     assert metrics.render() == b""
 
 
-def test_scrape_config_targets_the_metrics_route_on_the_api_port() -> None:
-    config = yaml.safe_load((REPO / "deploy" / "prometheus" / "prometheus.yml").read_text())
-    jobs = {job["job_name"]: job for job in config["scrape_configs"]}
-    assert set(jobs) == {"heroes", "heroes-kubernetes-pods"}
-    assert jobs["heroes"]["metrics_path"] == "/metrics"
-    assert jobs["heroes"]["static_configs"][0]["targets"] == ["api:8000"]
-    pods = jobs["heroes-kubernetes-pods"]
+def test_scrape_configs_target_each_replica_on_the_api_port() -> None:
+    compose = yaml.safe_load((REPO / "deploy" / "prometheus" / "prometheus.yml").read_text())
+    jobs = {job["job_name"]: job for job in compose["scrape_configs"]}
+    assert jobs["api"]["metrics_path"] == "/metrics"
+    # one target per replica (DNS service discovery), never the service name as one target
+    assert jobs["api"]["dns_sd_configs"] == [
+        {"names": ["api"], "type": "A", "port": 8000, "refresh_interval": "5s"}
+    ]
+    k8s = yaml.safe_load((REPO / "deploy" / "prometheus" / "kubernetes.yml").read_text())
+    pods = {job["job_name"]: job for job in k8s["scrape_configs"]}["heroes-kubernetes-pods"]
     assert pods["kubernetes_sd_configs"] == [{"role": "pod"}]
     assert pods["relabel_configs"][0]["regex"] == "heroes;api"
+    assert pods["relabel_configs"][-1] == {"target_label": "job", "replacement": "api"}
 
 
 def test_multiprocess_mode_buffers_requests_until_the_next_sample(

@@ -36,6 +36,7 @@ from drills import (
     fuzz,
     idempotent_retries,
     migrations,
+    monitoring,
     overload,
     partition,
     pitr,
@@ -45,6 +46,7 @@ from drills import (
     scaling,
     shutdown,
     tls,
+    tracing,
     worker_crash,
 )
 from drills.common import QUEUEING, UNLIMITED, Context, DrillResult
@@ -73,13 +75,21 @@ DRILLS: dict[int, tuple[str, Callable[[Context], DrillResult]]] = {
     20: (pitr.TITLE_LOST, pitr.run_lost),
     21: (pitr.TITLE_UNDO, pitr.run_undo),
     22: (pitr.TITLE_BROKEN, pitr.run_broken),
+    23: (monitoring.TITLE_DB, monitoring.run_db),
+    24: (monitoring.TITLE_REPLICA, monitoring.run_replica),
+    25: (monitoring.TITLE_REPLICAS, monitoring.run_replicas),
+    26: (tracing.TITLE, tracing.run),
     27: (abuse.TITLE, abuse.run),
     28: (overload.TITLE, overload.run),
 }
 # 13 replaces the stack's volume (down -v, restore): after the drills that need its history.
 # 20 and 21 restore it from the WAL archive (pgBackRest), 22 breaks and repairs archiving.
+# 23-25 (monitoring) start the monitoring profile, which then stays up for the drills after them.
 # 27 and 28 bring up stacks of their own: last.
-ORDER = (4, 7, 6, 5, 3, 15, 16, 18, 14, 2, 10, 17, 11, 13, 20, 21, 22, 1, 9, 19, 8, 12, 27, 28)
+ORDER = (
+    4, 7, 6, 5, 3, 15, 16, 18, 14, 2, 10, 17, 11, 13, 20, 21, 22, 23, 24, 25, 26, 1, 9, 19, 8, 12,
+    27, 28,
+)  # fmt: skip
 
 
 def _parse_only(value: str) -> set[int]:

@@ -35,7 +35,8 @@ DRILLS_API_TOKENS_FILE=/dev/null docker compose -p "$project" \
 
 # Backstop for a Python process that dies without its own cleanup (it runs `down -v` itself).
 cleanup() {
-  DRILLS_API_TOKENS_FILE=/dev/null docker compose -p "$project" \
+  # With the monitoring profile (drills 23-26 start it), so its containers go too.
+  COMPOSE_PROFILES=monitoring DRILLS_API_TOKENS_FILE=/dev/null docker compose -p "$project" \
     -f docker-compose.yml -f deploy/compose.drills.yml down -v --remove-orphans --timeout 40 \
     >/dev/null 2>&1 || true
 }

@@ -39,6 +39,7 @@ CONTRACT_SCRIPTS = {
     "bench.sh",
     "browser-test.sh",
     "docs-check.sh",
+    "prometheus-check.sh",
 }
 # Commands a `run:` step may use besides repo scripts: moving the scanned image between jobs.
 GLUE = {("docker", "save"), ("docker", "load")}

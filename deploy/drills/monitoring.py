@@ -1,0 +1,398 @@
+"""Drills 23-25: the `monitoring` profile sees trouble and says so (docs/observability.md).
+
+The profile (Prometheus, Alertmanager, its webhook receiver ``alert-log``, the PostgreSQL
+exporter) is started next to the drills' stack with the shipped rules and Alertmanager
+configuration; only Prometheus's scrape and evaluation intervals are shortened (a copy of
+deploy/prometheus/prometheus.yml with another ``global`` block, given as PROMETHEUS_CONFIG), so
+the ``for:`` durations that decide how soon an alert fires are the shipped ones.
+
+- 23: ``docker compose stop db`` under load: HeroesDatabaseUnavailable firing in Prometheus and
+  received by the webhook within 90 s, the 503s burn the error budget (HeroesErrorBudgetFastBurn
+  fires); both resolve, and the webhook gets the "resolved", within 90 s of the database's return.
+- 24: SIGKILL of one replica's gunicorn master (the container's State.Pid, from the host: a crash,
+  so Docker's restart policy applies): HeroesReplicaRestarted for that replica's address.
+- 25: every replica stopped: HeroesNoReadyReplica firing and received; resolved once they are
+  back; then ``--scale api=4``: four api targets up in Prometheus within one scrape interval +
+  15 s of the new replicas being healthy, with no edit; back to the starting count afterwards.
+
+(Drill 26, traces through the proxy, is drills.tracing.)
+
+Each records how long each alert took to fire (from the harm) and to reach the webhook.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import tempfile
+import time
+import urllib.parse
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from drills.common import Context, DrillResult, wait_for
+from drills.stack import DrillError, Stack, log
+
+TITLE_DB = "Database stopped under load: database-unavailable and fast-burn alerts fire and resolve"
+TITLE_REPLICA = "Replica process killed (SIGKILL of State.Pid): replica alert fires"
+TITLE_REPLICAS = (
+    "All replicas stopped: no-ready-replica alert fires and resolves; scaled to 4: 4 api targets"
+)
+
+#: Prometheus's intervals during the drills (the shipped file says 15 s).
+SCRAPE_S = 5
+FIRE_TARGET_S = 90.0
+RESOLVE_TARGET_S = 90.0
+#: Waiting for an alert that should come: the target plus room to report the miss.
+WAIT_S = 150.0
+SERVICES = ("prometheus", "alertmanager", "alert-log", "postgres-exporter")
+
+
+# --- the profile -----------------------------------------------------------------------------
+
+
+def _drill_config(root: Path) -> Path:
+    """The shipped prometheus.yml with short intervals, in a fresh directory (file 0644: the
+    container's user reads the bind mount)."""
+    config = yaml.safe_load((root / "deploy" / "prometheus" / "prometheus.yml").read_text())
+    config["global"] = {
+        "scrape_interval": f"{SCRAPE_S}s",
+        "scrape_timeout": "4s",
+        "evaluation_interval": f"{SCRAPE_S}s",
+    }
+    path = Path(tempfile.mkdtemp(prefix="heroes-drills-prom-")) / "prometheus.yml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    path.chmod(0o644)
+    return path
+
+
+class Prometheus:
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    def get(self, path: str, **params: str) -> Any:
+        query = f"?{urllib.parse.urlencode(params)}" if params else ""
+        with urllib.request.urlopen(f"{self.url}{path}{query}", timeout=5) as response:
+            body = json.load(response)
+        if body.get("status") != "success":
+            raise DrillError(f"prometheus {path}: {body}")
+        return body["data"]
+
+    def alerts(self, name: str, state: str = "firing") -> list[dict[str, Any]]:
+        return [
+            a
+            for a in self.get("/api/v1/alerts")["alerts"]
+            if a["labels"].get("alertname") == name and a["state"] == state
+        ]
+
+    def targets(self, job: str) -> list[dict[str, Any]]:
+        return [
+            t for t in self.get("/api/v1/targets")["activeTargets"] if t["labels"]["job"] == job
+        ]
+
+    def up(self, job: str) -> int:
+        return sum(t["health"] == "up" for t in self.targets(job))
+
+
+def monitoring(ctx: Context) -> Prometheus:
+    """Start the profile once (idempotent) and wait until it sees the stack."""
+    stack = ctx.stack
+    if "PROMETHEUS_CONFIG" not in stack.extra_env:
+        # From now on every compose command of the run includes the profile (so the final
+        # `down -v` removes it too).
+        stack.extra_env.update(
+            COMPOSE_PROFILES="monitoring",
+            PROMETHEUS_CONFIG=str(_drill_config(stack.root)),
+            PROMETHEUS_PORT="0",
+            ALERTMANAGER_PORT="0",
+        )
+    if not all(stack.containers(s) for s in SERVICES):
+        log("monitoring: docker compose --profile monitoring up -d --wait")
+        stack.compose("up", "-d", "--wait", "--wait-timeout", "180", *SERVICES, timeout=400)
+    prom = Prometheus(stack.url("prometheus", 9090))
+    replicas = len(stack.containers("api"))
+
+    def sees_everything() -> bool:
+        try:
+            return (
+                prom.up("api") == replicas
+                and prom.up("haproxy") == 1
+                and prom.up("postgres") == 1
+                and bool(prom.get("/api/v1/query", query="pg_up == 1")["result"])
+            )
+        except OSError:
+            return False
+
+    if wait_for(sees_everything, timeout=60, interval=1.0) is None:
+        raise DrillError(f"prometheus does not see the stack: {prom.get('/api/v1/targets')}")
+    return prom
+
+
+def notifications(stack: Stack, since: float) -> list[dict[str, Any]]:
+    """The alerts the webhook receiver (alert-log) logged since a wall-clock time."""
+    return [e for e in stack.log_events("alert-log", since) if "alertname" in e]
+
+
+class Watch:
+    """Polls Prometheus and the webhook receiver for the moments alerts fire and resolve."""
+
+    def __init__(self, stack: Stack, prom: Prometheus, t0: float) -> None:
+        self.stack, self.prom, self.t0 = stack, prom, t0
+
+    def fired(self, name: str, match: dict[str, str] | None = None) -> bool:
+        return any(
+            all(a["labels"].get(k) == v for k, v in (match or {}).items())
+            for a in self.prom.alerts(name)
+        )
+
+    def gone(self, name: str) -> bool:
+        return not self.prom.alerts(name) and not self.prom.alerts(name, "pending")
+
+    def hook(self, name: str, status: str, since: float) -> float | None:
+        """Seconds from t0 until the receiver logged this alert with this status."""
+        for event in notifications(self.stack, since):
+            if event["alertname"] == name and event["status"] == status:
+                return float(event["t"]) - self.t0
+        return None
+
+    def until(self, predicates: dict[str, Any], timeout: float = WAIT_S) -> dict[str, float]:
+        """Seconds from t0 until each predicate first held (absent: never within timeout)."""
+        seen: dict[str, float] = {}
+        deadline = time.time() + timeout
+        while time.time() < deadline and len(seen) < len(predicates):
+            for key, predicate in predicates.items():
+                if key not in seen:
+                    try:
+                        if predicate():
+                            seen[key] = time.time() - self.t0
+                    except OSError:
+                        pass
+            time.sleep(0.5)
+        return seen
+
+
+def _expect_within(result: DrillResult, seen: dict[str, float], key: str, target: float) -> None:
+    value = seen.get(key)
+    result.figures[f"{key}_s"] = None if value is None else round(value, 1)
+    result.expect(value is not None and value <= target, f"{key}: {value} s (target {target} s)")
+
+
+def _fmt(seen: dict[str, float], key: str) -> str:
+    return f"{seen[key]:.1f} s" if key in seen else "never"
+
+
+# --- 23 --------------------------------------------------------------------------------------
+
+
+def run_db(ctx: Context) -> DrillResult:
+    result = DrillResult(23, TITLE_DB, services=("prometheus", "alertmanager", "alert-log", "db"))
+    stack = ctx.stack
+    prom = monitoring(ctx)
+    clients = min(ctx.clients, 8)
+    load = stack.start_load(f"d23-{ctx.run_id}", ctx.api_url, clients, max_seconds=400)
+    try:
+        load.wait_started()
+        time.sleep(max(ctx.warmup, 10.0))  # some successes in the SLO windows first
+        t_stop = time.time()
+        log("drill 23: docker compose stop db (until the alerts fire)")
+        stack.compose("stop", "db", timeout=60)
+        watch = Watch(stack, prom, t_stop)
+        db, burn = "HeroesDatabaseUnavailable", "HeroesErrorBudgetFastBurn"
+        fired = watch.until({
+            "db_alert_firing": lambda: watch.fired(db),
+            "db_alert_webhook": lambda: watch.hook(db, "firing", t_stop) is not None,
+            "fast_burn_firing": lambda: watch.fired(burn),
+        })  # fmt: skip
+        logged = watch.hook(db, "firing", t_stop)  # when the receiver logged it
+        if logged is not None:
+            fired["db_alert_webhook"] = logged
+        data = load.stop()
+    except BaseException:
+        load.kill()
+        raise
+    finally:
+        t_start = time.time()
+        stack.compose("start", "db", timeout=60)
+    back = Watch(stack, prom, t_start)
+    # The fast burn resolves once its 5 m window has forgotten the burst (the unit tests show
+    # it): minutes, by design, so it is not waited for here.
+    resolved = back.until({
+        "db_alert_resolved": lambda: back.gone(db),
+        "db_alert_webhook_resolved": lambda: back.hook(db, "resolved", t_start) is not None,
+    }, timeout=WAIT_S)  # fmt: skip
+    logged = back.hook(db, "resolved", t_start)
+    if logged is not None:
+        resolved["db_alert_webhook_resolved"] = logged
+    stack.wait_ready(ctx.api_url, timeout=60)
+    _expect_within(result, fired, "db_alert_firing", FIRE_TARGET_S)
+    _expect_within(result, fired, "db_alert_webhook", FIRE_TARGET_S)
+    _expect_within(result, fired, "fast_burn_firing", WAIT_S)
+    _expect_within(result, resolved, "db_alert_resolved", RESOLVE_TARGET_S)
+    _expect_within(result, resolved, "db_alert_webhook_resolved", RESOLVE_TARGET_S)
+    statuses: dict[str, int] = {}
+    for row in data["requests"]:
+        statuses[str(row[2])] = statuses.get(str(row[2]), 0) + 1
+    result.figures.update(clients=clients, statuses=statuses, scrape_s=SCRAPE_S)
+    result.summary = (
+        f"scrape/eval every {SCRAPE_S} s, {clients} clients (statuses {statuses}): after "
+        f"`stop db` HeroesDatabaseUnavailable firing in {_fmt(fired, 'db_alert_firing')} "
+        f"(webhook {_fmt(fired, 'db_alert_webhook')}), HeroesErrorBudgetFastBurn firing in "
+        f"{_fmt(fired, 'fast_burn_firing')}; after `start db` resolved in "
+        f"{_fmt(resolved, 'db_alert_resolved')} (webhook "
+        f"{_fmt(resolved, 'db_alert_webhook_resolved')})"
+    )
+    return result
+
+
+# --- 24 --------------------------------------------------------------------------------------
+
+
+def _kill(pid: int) -> None:
+    """SIGKILL to the container's init (gunicorn's master), from the host: what a crash looks
+    like to Docker (`docker kill` would count as a manual stop, with no restart). CI runners that
+    are not root do it through sudo."""
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except PermissionError:
+        subprocess.run(["sudo", "-n", "kill", "-KILL", str(pid)], check=True, timeout=10)
+
+
+def run_replica(ctx: Context) -> DrillResult:
+    result = DrillResult(24, TITLE_REPLICA, services=("api", "prometheus"))
+    stack = ctx.stack
+    prom = monitoring(ctx)
+    victim = stack.container("api")
+    address = next(iter(stack.addresses(victim)))
+    instances = {t["labels"]["instance"] for t in prom.targets("api")}
+    instance = next((i for i in instances if i.split(":")[0] in stack.addresses(victim)), None)
+    if instance is None:
+        raise DrillError(f"no api target for {victim[:12]} ({address}) in {instances}")
+    pid = int(stack.inspect(victim)["State"]["Pid"])
+    restarts = int(stack.inspect(victim)["RestartCount"])
+    # Prometheus must have scraped the replica's counter a few times before the crash.
+    time.sleep(3 * SCRAPE_S)
+    t_kill = time.time()
+    _kill(pid)
+    log(f"drill 24: SIGKILL to pid {pid} (replica {victim[:12]}, target {instance})")
+    watch = Watch(stack, prom, t_kill)
+    name = "HeroesReplicaRestarted"
+    seen = watch.until({
+        "restarted": lambda: int(stack.inspect(victim)["RestartCount"]) > restarts,
+        "replica_alert_firing": lambda: watch.fired(name, {"instance": instance}),
+        "replica_alert_webhook": lambda: watch.hook(name, "firing", t_kill) is not None,
+    })  # fmt: skip
+    if "replica_alert_webhook" in seen:
+        seen["replica_alert_webhook"] = watch.hook(name, "firing", t_kill) or 0.0
+    stack.wait_ready(ctx.api_url, timeout=60)
+    wait_for(lambda: prom.up("api") == len(stack.containers("api")), timeout=60)
+    after = stack.addresses(victim)
+    result.figures.update(
+        instance=instance,
+        same_address_after_restart=address in after,
+        docker_restarted_s=None if "restarted" not in seen else round(seen["restarted"], 1),
+    )
+    result.expect("restarted" in seen, "Docker did not restart the killed replica")
+    _expect_within(result, seen, "replica_alert_firing", FIRE_TARGET_S)
+    _expect_within(result, seen, "replica_alert_webhook", FIRE_TARGET_S)
+    result.summary = (
+        f"SIGKILL of replica {instance}'s pid 1 (restarted by Docker after "
+        f"{_fmt(seen, 'restarted')}, same address {address in after}): {name} firing in "
+        f"{_fmt(seen, 'replica_alert_firing')} (webhook {_fmt(seen, 'replica_alert_webhook')})"
+    )
+    return result
+
+
+# --- 25 --------------------------------------------------------------------------------------
+
+
+def run_replicas(ctx: Context) -> DrillResult:
+    result = DrillResult(25, TITLE_REPLICAS, services=("api", "proxy", "prometheus"))
+    stack = ctx.stack
+    prom = monitoring(ctx)
+    replicas = len(stack.containers("api"))
+    t_stop = time.time()
+    log(f"drill 25: docker compose stop api ({replicas} replicas)")
+    stack.compose("stop", "api", timeout=120)
+    watch = Watch(stack, prom, t_stop)
+    name = "HeroesNoReadyReplica"
+    seen = watch.until({
+        "no_ready_alert_firing": lambda: watch.fired(name),
+        "no_ready_alert_webhook": lambda: watch.hook(name, "firing", t_stop) is not None,
+    })  # fmt: skip
+    if "no_ready_alert_webhook" in seen:
+        seen["no_ready_alert_webhook"] = watch.hook(name, "firing", t_stop) or 0.0
+    t_start = time.time()
+    stack.compose("start", "api", timeout=180)
+    stack.wait_ready(ctx.api_url, timeout=90)
+    back = Watch(stack, prom, t_start)
+    resolved = back.until({
+        "no_ready_alert_resolved": lambda: back.gone(name),
+        "targets_back": lambda: prom.up("api") == replicas,
+    })  # fmt: skip
+    _expect_within(result, seen, "no_ready_alert_firing", FIRE_TARGET_S)
+    _expect_within(result, seen, "no_ready_alert_webhook", FIRE_TARGET_S)
+    _expect_within(result, resolved, "no_ready_alert_resolved", RESOLVE_TARGET_S)
+    summary = (
+        f"`stop api` ({replicas} replicas): {name} firing in {_fmt(seen, 'no_ready_alert_firing')}"
+        f" (webhook {_fmt(seen, 'no_ready_alert_webhook')}); after `start api` resolved in "
+        f"{_fmt(resolved, 'no_ready_alert_resolved')}, {replicas} targets up again in "
+        f"{_fmt(resolved, 'targets_back')}"
+    )
+    result.summary = f"{summary}; {_scale(ctx, prom, result)}"
+    return result
+
+
+def _scale(ctx: Context, prom: Prometheus, result: DrillResult) -> str:
+    """``--scale api=4``: 4 api targets up within a scrape interval + 15 s of the replicas being
+    healthy; then back to the starting count."""
+    stack = ctx.stack
+    start = len(stack.containers("api"))
+    target = 4
+    log(f"drill 25: docker compose up -d --scale api={target}")
+    t0 = time.time()
+    stack.compose("up", "-d", "--no-deps", "--no-recreate", "--scale", f"api={target}", "api",
+                  timeout=240)  # fmt: skip
+
+    def all_healthy() -> bool:
+        ids = stack.containers("api")
+        return len(ids) == target and all(
+            (stack.inspect(c)["State"].get("Health") or {}).get("Status") == "healthy" for c in ids
+        )
+
+    watch = Watch(stack, prom, t0)
+    seen = watch.until(
+        {"healthy": all_healthy, "targets_up": lambda: prom.up("api") == target}, timeout=180
+    )
+    # Prometheus may scrape a new replica before Docker's healthcheck (every 3 s) calls it
+    # healthy: a negative lag is fine.
+    lag = seen["targets_up"] - seen["healthy"] if len(seen) == 2 else None
+    stack.compose("up", "-d", "--no-deps", "--no-recreate", "--scale", f"api={start}", "api",
+                  timeout=240)  # fmt: skip
+    t_down = time.time()
+    gone = Watch(stack, prom, t_down).until(
+        {"targets_back": lambda: len(prom.targets("api")) == start}, timeout=60
+    )
+    result.figures.update(
+        healthy_s=round(seen["healthy"], 1) if "healthy" in seen else None,
+        targets_up_s=round(seen["targets_up"], 1) if "targets_up" in seen else None,
+        targets_after_healthy_s=None if lag is None else round(lag, 1),
+        targets_back_to_start_s=round(gone["targets_back"], 1) if "targets_back" in gone else None,
+    )
+    result.expect(
+        lag is not None and lag <= SCRAPE_S + 15.0,
+        f"{target} api targets up {lag} s after the replicas were healthy (target "
+        f"{SCRAPE_S + 15:.0f} s): {seen}",
+    )
+    result.expect("targets_back" in gone, f"api targets did not go back to {start}")
+    lag_text = "never" if lag is None else f"{lag:+.1f} s"
+    return (
+        f"--scale api={target}: all {target} replicas healthy {_fmt(seen, 'healthy')} after "
+        f"the command, {target} api targets up in Prometheus {_fmt(seen, 'targets_up')} after "
+        f"it ({lag_text} from healthy; target {SCRAPE_S} s scrape interval + 15 s, DNS refresh "
+        f"5 s); back to {start} targets {_fmt(gone, 'targets_back')} after scaling down"
+    )
