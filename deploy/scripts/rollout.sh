@@ -105,7 +105,11 @@ crashed() {
     running:0 | created:0) return 0 ;;
   esac
   last=$(docker logs --tail 1 "$1" 2>&1 | tr -d '\r' | cut -c1-200)
-  echo "new api replica ${1:0:12} exited with status $code (restarts: $restarts, now $status) before it became healthy${last:+; its last log line: $last}"
+  if [ "$restarts" -gt 0 ]; then
+    echo "new api replica ${1:0:12} exited and was restarted $restarts time(s) before it became healthy${last:+; its last log line: $last}"
+  else
+    echo "new api replica ${1:0:12} exited with status $code before it became healthy${last:+; its last log line: $last}"
+  fi
 }
 
 deadline=$(($(date +%s) + timeout))
