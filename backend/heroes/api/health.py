@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
@@ -31,19 +30,15 @@ def _unavailable(reason: str) -> JSONResponse:
     return JSONResponse({"status": "unavailable", "reason": reason}, status_code=503)
 
 
-def _revision_check(state: State, timeout: float) -> asyncio.Task[str | None]:
-    """A check of the schema's revision that probes share while it is younger than their
-    timeout (a check stuck on a silent database must not keep answering for it once the
-    database is back). A probe that gives up does not cancel it: a cancelled statement is first
-    cancelled on the server, over what may be a silent network (seconds more). A check ends by
-    itself, within the database layer's deadline."""
-    now = time.monotonic()
-    check: asyncio.Task[str | None] | None = getattr(state, "revision_check", None)
-    if check is None or check.done() or now - state.revision_check_started > timeout:
-        check = asyncio.get_running_loop().create_task(current_revision(Session(state.db)))
-        # Retrieved here, so a failure no probe waited for is not reported as never retrieved.
-        check.add_done_callback(lambda t: t.cancelled() or t.exception())
-        state.revision_check, state.revision_check_started = check, now
+def _revision_check(state: State) -> asyncio.Task[str | None]:
+    """The schema's revision, read in a task of its own that a probe giving up does not cancel:
+    a cancelled statement is first cancelled on the server, over what may be a silent network
+    (seconds more). It ends by itself, within the database layer's deadlines. Not shared between
+    probes: a check still waiting for a connection when the database comes back must not keep
+    answering for the probes after it (each new one asks the pool, which then grows)."""
+    check = asyncio.get_running_loop().create_task(current_revision(Session(state.db)))
+    # Retrieved here, so a failure no probe waited for is not reported as never retrieved.
+    check.add_done_callback(lambda t: t.cancelled() or t.exception())
     return check
 
 
@@ -56,9 +51,8 @@ async def ready(request: Request) -> JSONResponse:
     if is_draining():
         return _unavailable("shutting down")
     try:
-        timeout = request.app.state.settings.ready_timeout
-        async with asyncio.timeout(timeout):
-            revision = await asyncio.shield(_revision_check(request.app.state, timeout))
+        async with asyncio.timeout(request.app.state.settings.ready_timeout):
+            revision = await asyncio.shield(_revision_check(request.app.state))
     except TimeoutError:
         return _unavailable("database did not answer in time")
     except SchemaMissing:
