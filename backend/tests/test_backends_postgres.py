@@ -361,3 +361,49 @@ def test_a_worker_holding_1100_client_connections_keeps_sound_database_connectio
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
     assert statuses == {200: 300}
     assert new <= 2, f"{new} new PostgreSQL connections for 300 reads"
+
+
+async def test_requests_beyond_the_pool_are_served_in_turn_and_wait_no_longer_than_its_timeout(
+    pg_settings: Settings,
+) -> None:
+    settings = pg_settings.model_copy(
+        update={"db_pool_size": 1, "db_max_overflow": 1, "db_pool_timeout": 0.5}
+    )
+    async with running_app(settings) as app, asgi_client(app) as client:
+        hero = await create_hero(client)
+        db: PostgresDatabase = app.state.db
+        # 24 readers on 2 connections: each connection goes from one request to the next.
+        statuses = await asyncio.gather(
+            *(client.get(f"/heroes/{hero['id']}") for _ in range(24 * 10))
+        )
+        assert Counter(r.status_code for r in statuses) == {200: 240}
+        assert db.stats().open <= 2
+
+        async def hold(seconds: float) -> None:
+            async with db.connection() as conn:
+                await conn.execute("SELECT pg_sleep(%s)", (seconds,))
+
+        holders = [asyncio.create_task(hold(1.5)) for _ in range(2)]
+        await asyncio.sleep(0.2)  # both connections taken
+        sent = time.monotonic()
+        refused = await client.get(f"/heroes/{hero['id']}")
+        waited = time.monotonic() - sent
+        assert refused.status_code == 503, refused.text
+        assert 0.4 < waited < 1.0  # DB_POOL_TIMEOUT, not the holders' 1.5 s
+        await asyncio.gather(*holders)
+        assert (await client.get(f"/heroes/{hero['id']}")).status_code == 200
+        assert db.stats().in_use == 0
+
+
+async def test_idle_connections_go_back_to_the_pool_within_a_second(pg_settings: Settings) -> None:
+    """psycopg_pool sees them again, so its max_idle, max_lifetime and shrinking still apply."""
+    async with running_app(pg_settings) as app, asgi_client(app) as client:
+        hero = await create_hero(client)
+        db: PostgresDatabase = app.state.db
+        load = ReadLoad(client, f"/heroes/{hero['id']}")
+        async with load.running():
+            await asyncio.sleep(0.5)
+        assert set(load.statuses) == {200}
+        await asyncio.sleep(1.3)
+        stats = db.pool.get_stats()
+        assert stats["pool_available"] == stats["pool_size"] >= 1
