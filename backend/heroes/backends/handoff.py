@@ -74,7 +74,8 @@ class Handoff(Generic[C]):
             raise
         finally:
             timer.cancel()
-            if not waiter.done() or waiter.cancelled() or waiter.exception() is not None:
+            # give() and wake_one() took it off the queue; a timeout or a cancel did not.
+            if waiter.cancelled() or waiter.exception() is not None:
                 with suppress(ValueError):
                     self.waiters.remove(waiter)
 

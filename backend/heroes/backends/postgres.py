@@ -188,7 +188,6 @@ class PostgresDatabase(Database):
         self._sweep: asyncio.Task[None] | None = None
         self._in_use = 0  # the pool counts connections being opened as in use too
         self._handoff: Handoff[Connection] = Handoff()
-        self._max_size = settings.db_pool_size + settings.db_max_overflow
         self._pre_ping = settings.db_pool_pre_ping
         self._hand_back: asyncio.Task[None] | None = None
         self.pool: AsyncConnectionPool[Connection] = AsyncConnectionPool(
@@ -198,7 +197,7 @@ class PostgresDatabase(Database):
             ),
             kwargs={"autocommit": True, "row_factory": dict_row},
             min_size=settings.db_pool_size,
-            max_size=self._max_size,
+            max_size=settings.db_pool_size + settings.db_max_overflow,
             max_idle=settings.db_pool_max_idle,
             timeout=settings.db_pool_timeout,
             reconnect_timeout=RECONNECT_WINDOW,
@@ -270,7 +269,7 @@ class PostgresDatabase(Database):
                 await self._to_pool(conn)  # which discards and replaces a closed connection
                 await self.sweep()
                 continue
-            if handoff.held < self._max_size:
+            if handoff.held < self.pool.max_size:
                 break  # the pool has a connection, or room to open one
             # Every connection is with this worker's requests: the next one given back is ours.
             try:
