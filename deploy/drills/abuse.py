@@ -29,7 +29,15 @@ from pathlib import Path
 from typing import Any
 
 from drills.client import MISSES, Outcome
-from drills.common import Context, DrillResult, LoadRun, Request, own_stack, percentile
+from drills.common import (
+    Context,
+    DrillResult,
+    LoadRun,
+    Request,
+    own_stack,
+    percentile,
+    refusals,
+)
 from drills.stack import NetworkLoad, Stack, log
 
 TITLE = "Abusive clients: rate limits per token, per address, made-up tokens; the rest unaffected"
@@ -41,23 +49,6 @@ PHASE = 10.0  # seconds per abuser
 #: is no flood on a slow host (a closed loop at 50 ms per answer sends 20/s), the issue's flooder
 #: had 400.
 ABUSER_CONNECTIONS = 16
-#: The exporter's counter per reason (haproxy.cfg: a backend per refusal reason).
-REASONS = ("refused_client", "refused_new_keys", "refused_address", "shed_queue_full")
-EXPORTER = (
-    'exec 3<>/dev/tcp/127.0.0.1/8404 && printf "GET /metrics HTTP/1.0\\r\\n\\r\\n" >&3 && cat <&3'
-)
-
-
-def refusals(stack: Stack) -> dict[str, int]:
-    """haproxy_backend_http_requests_total of each refusal backend, from the proxy's exporter."""
-    text = stack.exec_in(stack.container("proxy"), "bash", "-c", EXPORTER)
-    out = dict.fromkeys(REASONS, 0)
-    for line in text.splitlines():
-        if line.startswith("haproxy_backend_http_requests_total{"):
-            for reason in REASONS:
-                if f'proxy="{reason}"' in line:
-                    out[reason] = int(float(line.rsplit(" ", 1)[1]))
-    return out
 
 
 def _limits(stack: Stack) -> dict[str, str]:

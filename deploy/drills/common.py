@@ -247,13 +247,17 @@ def own_stack(
     ctx: Context, suffix: str, tokens_file: Path | None = None, env: dict[str, str] | None = None
 ) -> Iterator[Stack]:
     """A stack of the drill's own (project ``<drills project>-<suffix>``, the same compose files and
-    image), up and healthy; removed (``down -v``) at the end."""
+    image), up and healthy; removed (``down -v``) at the end. The shared stack is paused meanwhile
+    (cgroup freezer): the drills that use one measure latency, and the shared stack's services
+    (the monitoring profile's scrapes and rule evaluations, its exporters) would otherwise share
+    the 2 cores with the stack under measurement."""
     base = ctx.stack
     stack = Stack(
         root=base.root, project=f"{base.project}-{suffix}", image=base.image,
         tokens_file=tokens_file or base.tokens_file, files=base.files, extra_env=env or {},
     )  # fmt: skip
     try:
+        base.compose("pause", check=False)
         stack.compose("down", "-v", "--remove-orphans", check=False)
         try:
             stack.compose("up", "-d", "--wait", "--wait-timeout", "180", timeout=300)
@@ -263,6 +267,28 @@ def own_stack(
         yield stack
     finally:
         stack.compose("down", "-v", "--remove-orphans", "--timeout", "40", check=False)
+        base.compose("unpause", check=False)
+
+
+#: The exporter's counter per refusal reason (haproxy.cfg: a backend per reason).
+REASONS = (
+    "refused_client", "refused_new_keys", "refused_address", "shed_queue_full", "shed_overload",
+)  # fmt: skip
+EXPORTER = (
+    'exec 3<>/dev/tcp/127.0.0.1/8404 && printf "GET /metrics HTTP/1.0\\r\\n\\r\\n" >&3 && cat <&3'
+)
+
+
+def refusals(stack: Stack) -> dict[str, int]:
+    """haproxy_backend_http_requests_total of each refusal backend, from the proxy's exporter."""
+    text = stack.exec_in(stack.container("proxy"), "bash", "-c", EXPORTER)
+    out = dict.fromkeys(REASONS, 0)
+    for line in text.splitlines():
+        if line.startswith("haproxy_backend_http_requests_total{"):
+            for reason in REASONS:
+                if f'proxy="{reason}"' in line:
+                    out[reason] = int(float(line.rsplit(" ", 1)[1]))
+    return out
 
 
 @contextmanager
