@@ -29,7 +29,13 @@ TITLE_DB = "Database partitioned from the api (20 s, 60 s) under keyed writes an
 TITLE_REPLICA = "One api replica partitioned from the proxy under load"
 PARTITIONS_S = (20.0, 60.0)
 SLOWEST_MAX_S = 8.0
-READS_BACK_S = 2.0
+#: Reads answered 200 again after the heal. The aim is 2 s; the readers' requests in flight at
+#: the heal wait for a connection until their deadline (the slowest answer here, about 3.5 s)
+#: while the pool retries its connect only when a new request asks, and the readers run in
+#: step after the cut, so the first 200 comes 0.4-1.4 s after the heal in most runs and 3.4 s
+#: in one CI run (2026-12-02): the drill holds it to a bound of one request deadline and reports
+#: the figure (before issue 19: 6.7 s).
+READS_BACK_S = 4.0
 #: Every replica back in the proxy's rotation after the heal. The aim is 2 s (readiness passes as
 #: soon as a worker's pool has reconnected, then two checks 250-500 ms apart); measured 0.85-4.35 s
 #: on the 2-core CI machine, so the drill holds it to a bound those runs keep and reports the
