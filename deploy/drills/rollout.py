@@ -11,6 +11,12 @@
 19. To an image whose server exits at start (its app module does not import; migrations still
    pass), so its replicas restart in a loop: as 9, and the script gives up within 20 s of the
    first exit of a new replica instead of waiting for its health deadline (left at 120 s).
+29. To images whose workers end the process at boot three ways (``raise SystemExit(7)`` and
+   ``os._exit(9)`` appended to heroes/main.py, a segmentation fault in its import): gunicorn
+   respawns such workers forever by itself; its crash-loop breaker (deploy/gunicorn.conf.py)
+   stops the server instead. As 9, for each: rolled back within 20 s of the new replicas' start
+   (which is before the first worker death), and the FAILED line carries the server's one line
+   naming the crash loop and the last worker's exit.
 """
 
 from __future__ import annotations
@@ -38,6 +44,13 @@ TITLE_CRASHING = "Rollout to an image whose server exits at start (rollout.sh)"
 BROKEN_TIMEOUT_S = 20
 #: Drill 19: from the first exit of a new replica to the script's end, at most.
 CRASH_GIVE_UP_S = 20
+TITLE_BOOT_CRASHES = "Rollout to images whose workers die at boot: exit 7, os._exit(9), SIGSEGV"
+#: Drill 29: what each image appends to heroes/main.py, and how gunicorn reports that worker end.
+BOOT_CRASHES = {
+    "exit7": ("raise SystemExit(7)", "exited with code 7"),
+    "os-exit9": ("import os; os._exit(9)", "exited with code 9"),
+    "segfault": ("import ctypes; ctypes.string_at(0)", "was sent SIGSEGV"),
+}
 
 
 def run_new(ctx: Context) -> DrillResult:
@@ -122,6 +135,7 @@ def run_crashing(ctx: Context) -> DrillResult:
     result = _failed_rollout(ctx, DrillResult(19, TITLE_CRASHING, services=("api", "proxy")), image)
     first_exit = result.figures.pop("first_exit", None)
     ended = result.figures.pop("ended", None)
+    result.figures.pop("started", None)
     given_up = None if first_exit is None or ended is None else round(ended - first_exit, 1)
     result.figures["given_up_after_first_exit_s"] = given_up
     result.expect(first_exit is not None, "no new replica exited: was the image broken at all?")
@@ -130,6 +144,55 @@ def run_crashing(ctx: Context) -> DrillResult:
         f"rollout.sh ended {given_up} s after the first exit of a new replica",
     )
     result.summary += f"; gave up {given_up} s after the first exit of a new replica"
+    return result
+
+
+def _crashing_image(ctx: Context, name: str, line: str) -> str:
+    """The stack's image with ``line`` at the end of heroes/main.py, its bytecode compiled again
+    (the image's .pyc are unchecked-hash: an edited source alone would not be read)."""
+    spec = "import importlib.util as u; print(u.find_spec('heroes.main').origin)"
+    return derived_image(
+        ctx.stack, f"{ctx.stack.image}-drill29-{name}",
+        "USER root",
+        f'RUN f=$(python -c "{spec}") && printf "\\n{line}\\n" >> "$f" '
+        '&& python -m compileall -q --invalidation-mode unchecked-hash "$f"',
+        "USER 10001:10001",
+    )  # fmt: skip
+
+
+def run_boot_crashes(ctx: Context) -> DrillResult:
+    result = DrillResult(29, TITLE_BOOT_CRASHES, services=("api", "proxy"))
+    runs = []
+    for name, (line, how) in BOOT_CRASHES.items():
+        image = _crashing_image(ctx, name, line)
+        one = _failed_rollout(ctx, DrillResult(29, name, services=("api", "proxy")), image)
+        f = one.figures
+        started = [
+            e["t"] for e in ctx.stack.docker_events(f["started"], f["ended"], "start", image)
+        ]
+        rolled_back = None if not started else round(f["ended"] - min(started), 1)
+        runs.append({
+            "image": name, "exit_code": f["exit_code"], "rollout_s": f["rollout_s"],
+            "rolled_back_after_start_s": rolled_back, "sent": f["sent"], "failed": f["failed"],
+            "message": f["message"],
+        })  # fmt: skip
+        result.failures += [f"{name}: {miss}" for miss in one.failures]
+        result.expect(
+            rolled_back is not None and rolled_back <= CRASH_GIVE_UP_S,
+            f"{name}: rollout.sh ended {rolled_back} s after the new replicas started",
+        )
+        message = f["message"] or ""
+        result.expect(
+            "crash loop" in message and how in message,
+            f"{name}: the FAILED line does not name the crash loop and {how!r}: {message!r}",
+        )
+    result.figures["rollouts"] = runs
+    result.summary = "; ".join(
+        f"{r['image']}: rolled back {r['rolled_back_after_start_s']} s after the new replicas "
+        f"started (rollout.sh {r['rollout_s']} s, exit {r['exit_code']}), sent {r['sent']}, "
+        f"failed {r['failed']}"
+        for r in runs
+    ) + (f"; line: {runs[-1]['message']!r}" if runs else "")
     return result
 
 
@@ -170,6 +233,7 @@ def _failed_rollout(
         proxied_old=sum(r in set(old.values()) for r in proxied),
         rps=round(run_.rate),
         first_exit=min(exits, default=None),
+        started=started,
         ended=ended,
     )
     check_persistence(result, stack, run_, prefix)
