@@ -82,6 +82,7 @@ DRILLS: dict[int, tuple[str, Callable[[Context], DrillResult]]] = {
     27: (abuse.TITLE, abuse.run),
     28: (overload.TITLE, overload.run),
     29: (rollout.TITLE_BOOT_CRASHES, rollout.run_boot_crashes),
+    30: (scaling.TITLE_WORKERS, scaling.run_workers),
 }
 # 13 replaces the stack's volume (down -v, restore): after the drills that need its history.
 # 20 and 21 restore it from the WAL archive (pgBackRest), 22 breaks and repairs archiving.
@@ -89,7 +90,7 @@ DRILLS: dict[int, tuple[str, Callable[[Context], DrillResult]]] = {
 # 27 and 28 bring up stacks of their own: last.
 ORDER = (
     4, 7, 6, 5, 3, 15, 16, 18, 14, 2, 10, 17, 11, 13, 20, 21, 22, 23, 24, 25, 26, 1, 9, 19, 29, 8,
-    12, 27, 28,
+    12, 27, 28, 30,
 )  # fmt: skip
 
 

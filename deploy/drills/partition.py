@@ -9,9 +9,12 @@ left open and silent: nothing refuses, nothing resets, only the clients' own dea
     within 2 s of the heal and every replica routed by the proxy again (it took them out while
     their readiness failed) within ROUTED_BACK_S; every acknowledged write stored, none twice.
 17. One api replica cut off the proxy's network for 15 s under the mixed load. Pass: the proxy
-    marks it down within its health-check window, no request waits on it longer than the proxy's
-    server timeout, the other replica serves everything else, and the replica is routed to again
-    once the partition heals.
+    marks it down within its health-check window; no answer slower than that window plus 2 s
+    (the requests in flight on the lost replica end when the kernel gives their silent
+    connections up, haproxy.cfg srvtcpka and tcp-ut: GETs are retried on the other replica,
+    writes answered 503 with Retry-After, outcome unknown); only 200 and 503 answered, and no
+    request sent after it was marked down failed; the replica is routed to again once the
+    partition heals.
 """
 
 from __future__ import annotations
@@ -44,7 +47,8 @@ ROUTED_BACK_S = 8.0
 #: HAProxy's health-check window for a silent replica (fall 3 checks, each ending at `timeout
 #: connect` 1 s, at `inter` 500 ms then `fastinter` 250 ms) and its `timeout server`.
 MARKED_DOWN_MAX_S = 5.0
-SERVER_TIMEOUT_S = 30.0
+#: Drill 17: the slowest answer, at most (issue 31; before it, the server timeout: 27.24 s).
+REPLICA_SLOWEST_MAX_S = MARKED_DOWN_MAX_S + 2.0
 REPLICA_PARTITION_S = 15.0
 
 
@@ -144,7 +148,9 @@ def run_replica(ctx: Context) -> DrillResult:
         down is not None and down <= MARKED_DOWN_MAX_S,
         f"the proxy routed to the partitioned replica for {f['marked_down_s']} s",
     )
-    result.expect(slowest <= SERVER_TIMEOUT_S + 1, f"an answer took {f['slowest_s']} s")
+    result.expect(slowest <= REPLICA_SLOWEST_MAX_S, f"an answer took {f['slowest_s']} s")
+    others = [r for r in during if r.status not in (200, 503)]
+    result.expect(not others, f"{len(others)} answers other than 200 and 503: {describe(others)}")
     result.expect(
         not failed_after_down,
         f"{len(failed_after_down)} requests failed after it was marked down: "

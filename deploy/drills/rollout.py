@@ -165,7 +165,10 @@ def run_boot_crashes(ctx: Context) -> DrillResult:
     runs = []
     for name, (line, how) in BOOT_CRASHES.items():
         image = _crashing_image(ctx, name, line)
-        one = _failed_rollout(ctx, DrillResult(29, name, services=("api", "proxy")), image)
+        one = _failed_rollout(
+            ctx, DrillResult(29, name, services=("api", "proxy")), image,
+            prefix=f"d29{name}-{ctx.run_id}",
+        )  # fmt: skip
         f = one.figures
         started = [
             e["t"] for e in ctx.stack.docker_events(f["started"], f["ended"], "start", image)
@@ -197,11 +200,15 @@ def run_boot_crashes(ctx: Context) -> DrillResult:
 
 
 def _failed_rollout(
-    ctx: Context, result: DrillResult, image: str, rollout_timeout: int | None = None
+    ctx: Context,
+    result: DrillResult,
+    image: str,
+    rollout_timeout: int | None = None,
+    prefix: str | None = None,
 ) -> DrillResult:
     """A rollout to ``image`` that must fail, leaving the old replicas serving."""
     stack = ctx.stack
-    prefix = f"d{result.number}-{ctx.run_id}"
+    prefix = prefix or f"d{result.number}-{ctx.run_id}"
     before = stack.containers("api")
     old = replica_revisions(stack)
     with warmed_load(ctx, prefix) as load:
@@ -210,6 +217,7 @@ def _failed_rollout(
         started = time.time()
         code, stderr, seconds = rollout(stack, image, **env)
         ended = time.time()
+        print(stderr, flush=True)
         time.sleep(1.0)
         data = load.stop()
     run_ = LoadRun(data)

@@ -4,22 +4,31 @@ HAProxy finds the new replicas through Docker's DNS (no configuration change) an
 once its readiness checks pass; compose stops the surplus ones with SIGTERM, and each leaves
 rotation during its drain. Pass: all four replicas were routed, no request failed, every
 acknowledged write readable, two replicas at the end.
+
+Drill 30: the stack with the api at 0.5 CPU (WEB_CONCURRENCY unset: 2 workers), then at 2 CPUs
+with WEB_CONCURRENCY=3, each a stack of its own under 24 clients: pass when, for every replica,
+the proxy's maxconn (HAProxy's runtime API, ``show stat`` slim) and the most requests it sent
+the replica at once (smax) equal the workers running in its container (``docker top``), the proxy
+did not warn of a mismatch, and no request failed.
 """
 
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from drills.common import (
+    UNLIMITED,
     Context,
     DrillResult,
     LoadRun,
     check_persistence,
     describe,
+    own_stack,
     wait_for,
     warmed_load,
 )
-from drills.stack import log
+from drills.stack import Stack, log
 
 TITLE = "Scale 2 -> 4 -> 2 under load"
 
@@ -71,5 +80,80 @@ def run(ctx: Context) -> DrillResult:
         f"{f['scaled_up_and_routed_s']} s; back to {start} in {f['scaled_down_s']} s; sent "
         f"{f['sent']}, failed {f['failed']}; acked {f['acked']}, in DB {f['in_db']}, lost "
         f"{f['lost']}"
+    )
+    return result
+
+
+TITLE_WORKERS = "The proxy sends each replica as many requests at once as it has workers"
+#: Drill 30: the api's CPUs and workers as an operator sets them (docker-compose.yml variables).
+WORKER_SETTINGS = ({"API_CPUS": "0.5"}, {"API_CPUS": "2", "WEB_CONCURRENCY": "3"})
+WORKERS_LOAD_S = 6.0
+
+
+def _workers(stack: Stack, container: str) -> int:
+    """gunicorn workers running in the container (its processes but the master, PID 1)."""
+    top = stack.docker("top", container, "-o", "pid,ppid,args").stdout.splitlines()[1:]
+    master = next(line.split()[0] for line in top if "master" in line)
+    return sum(1 for line in top if line.split()[1] == master and "worker" in line)
+
+
+def _proxy_servers(stack: Stack) -> dict[str, dict[str, int]]:
+    """Per api replica the proxy routes to: its maxconn (slim) and most requests at once (smax)."""
+    rows = stack.haproxy("show stat").splitlines()
+    header = rows[0].lstrip("# ").split(",")
+    out = {}
+    for row in rows[1:]:
+        f = dict(zip(header, row.split(","), strict=False))
+        if f.get("pxname") == "api" and f.get("status") == "UP":
+            out[f["addr"].rsplit(":", 1)[0]] = {"slim": int(f["slim"]), "smax": int(f["smax"])}
+    return out
+
+
+def run_workers(ctx: Context) -> DrillResult:
+    result = DrillResult(30, TITLE_WORKERS, services=("api", "proxy"))
+    runs: list[dict[str, Any]] = []
+    for setting in WORKER_SETTINGS:
+        name = "-".join(f"{k.lower().replace('_', '')}{v}" for k, v in setting.items())
+        with own_stack(ctx, name.replace(".", ""), env={**UNLIMITED, **setting}) as stack:
+            load = stack.start_load(f"d30{name}-{ctx.run_id}", clients=24, max_seconds=60)
+            try:
+                load.wait_started()
+                time.sleep(WORKERS_LOAD_S)
+                proxied = _proxy_servers(stack)
+                workers = {
+                    address: _workers(stack, c)
+                    for c in stack.containers("api")
+                    for address in stack.addresses(c)
+                    if address in proxied
+                }
+                data = load.stop()
+            except BaseException:
+                load.kill()
+                raise
+            warned = "differs from the api's workers" in stack.logs("proxy", tail=400)
+        run_ = LoadRun(data)
+        runs.append({
+            "setting": setting, "workers": sorted(workers.values()),
+            "maxconn": sorted(s["slim"] for s in proxied.values()),
+            "most_at_once": sorted(s["smax"] for s in proxied.values()),
+            "sent": len(run_.sent), "failed": len(run_.failed), "warned": warned,
+        })  # fmt: skip
+        what = " ".join(f"{k}={v}" for k, v in setting.items())
+        result.expect(len(workers) >= 2, f"{what}: {len(workers)} replicas routed, want 2")
+        for address, n in workers.items():
+            s = proxied[address]
+            result.expect(
+                s["slim"] == n and s["smax"] == n,
+                f"{what}: replica {address} runs {n} workers, the proxy's maxconn is {s['slim']} "
+                f"and it sent {s['smax']} at once",
+            )
+        result.expect(not warned, f"{what}: the proxy warned of a mismatch")
+        result.expect(not run_.failed, f"{what}: {describe(run_.failed)}")
+    result.figures["settings"] = runs
+    result.summary = "; ".join(
+        f"{' '.join(f'{k}={v}' for k, v in r['setting'].items())}: workers {r['workers']}, "
+        f"proxy maxconn {r['maxconn']}, most at once {r['most_at_once']} (24 clients, "
+        f"{r['sent']} sent, {r['failed']} failed)"
+        for r in runs
     )
     return result
