@@ -69,8 +69,11 @@ DEFAULT_DRAIN_SECONDS = 3.0
 #: Workers when WEB_CONCURRENCY is not set (compose and the Kubernetes manifests set it): two, so
 #: a stuck or restarting worker does not take the replica down.
 DEFAULT_WORKERS = 2
-#: Defaults of GUNICORN_BOOT_FAILURES and GUNICORN_BOOT_FAILURE_WINDOW (CrashLoopBreaker).
-BOOT_FAILURES = 5
+#: Defaults of GUNICORN_BOOT_FAILURES and GUNICORN_BOOT_FAILURE_WINDOW (CrashLoopBreaker). Three:
+#: every worker of the first generation plus one of the next died before it booted, so the server
+#: stops within about one import time of the first death (gunicorn itself halts at the first
+#: worker that exits with status 3).
+BOOT_FAILURES = 3
 BOOT_FAILURE_WINDOW = 60
 
 
@@ -188,9 +191,9 @@ class CrashLoopBreaker(logging.Filter):
         if len(self._deaths) < self.failures:
             return None
         return (
-            f"crash loop: {len(self._deaths)} workers died before they booted in the last "
-            f"{self.window:g} s, the last: {how}; stopping the server (exit 3) for its supervisor "
-            "to restart or roll back"
+            f"crash loop: {len(self._deaths)} workers died before they booted, within "
+            f"{now - self._deaths[0]:.1f} s, the last: {how}; stopping the server (exit 3) for its "
+            "supervisor to restart or roll back"
         )
 
 

@@ -80,7 +80,7 @@ def test_boot_failures_within_the_window_stop_the_server() -> None:
     breaker.filter(_exit_record(4, "was sent %s!", "SIGSEGV"))
     reason = breaker.exited(4, now=14.0)
     assert reason is not None
-    assert reason.startswith("crash loop: 3 workers died before they booted in the last 10 s")
+    assert reason.startswith("crash loop: 3 workers died before they booted, within 9.0 s,")
     assert "the last: Worker (pid:4) was sent SIGSEGV;" in reason
 
 

@@ -91,10 +91,15 @@ WORKERS_LOAD_S = 6.0
 
 
 def _workers(stack: Stack, container: str) -> int:
-    """gunicorn workers running in the container (its processes but the master, PID 1)."""
-    top = stack.docker("top", container, "-o", "pid,ppid,args").stdout.splitlines()[1:]
-    master = next(line.split()[0] for line in top if "master" in line)
-    return sum(1 for line in top if line.split()[1] == master and "worker" in line)
+    """gunicorn workers running in the container: the children of its first process (the master,
+    whose parent is outside the container)."""
+    rows = [
+        line.split()[:2]
+        for line in stack.docker("top", container, "-o", "pid,ppid").stdout.splitlines()[1:]
+    ]
+    pids = {pid for pid, _ in rows}
+    masters = [pid for pid, ppid in rows if ppid not in pids]
+    return sum(1 for _, ppid in rows if ppid in masters)
 
 
 def _proxy_servers(stack: Stack) -> dict[str, dict[str, int]]:
