@@ -12,9 +12,10 @@ left open and silent: nothing refuses, nothing resets, only the clients' own dea
     marks it down within its health-check window; no answer slower than that window plus 2 s
     (the requests in flight on the lost replica end when the kernel gives their silent
     connections up, haproxy.cfg srvtcpka and tcp-ut: GETs are retried on the other replica,
-    writes answered 503 with Retry-After, outcome unknown); only 200 and 503 answered, and no
-    request sent after it was marked down failed; the replica is routed to again once the
-    partition heals.
+    writes answered 503 with Retry-After, outcome unknown); only 200 and 503 answered (503 with
+    Retry-After), nothing left unanswered but writes on kept-alive connections (HAProxy closes
+    those so that the client decides), no request sent after it was marked down failed; the
+    replica is routed to again once the partition heals.
 """
 
 from __future__ import annotations
@@ -139,6 +140,7 @@ def run_replica(ctx: Context) -> DrillResult:
         routed_again_s=None if back is None else round(back, 2),
         requests=len(during),
         statuses=dict(statuses),
+        writes_closed_unanswered=sum(1 for r in during if not r.status),
         slowest_s=round(slowest, 2),
         failed_after_down=len(failed_after_down),
         healed_at=healed,
@@ -149,8 +151,19 @@ def run_replica(ctx: Context) -> DrillResult:
         f"the proxy routed to the partitioned replica for {f['marked_down_s']} s",
     )
     result.expect(slowest <= REPLICA_SLOWEST_MAX_S, f"an answer took {f['slowest_s']} s")
-    others = [r for r in during if r.status not in (200, 503)]
+    answered = [r for r in during if r.status]
+    others = [r for r in answered if r.status not in (200, 503)]
     result.expect(not others, f"{len(others)} answers other than 200 and 503: {describe(others)}")
+    bare_503 = [r for r in answered if r.status == 503 and not r.retry_after]
+    result.expect(not bare_503, f"{len(bare_503)} 503 without Retry-After: {describe(bare_503)}")
+    # No answer at all: only a write (never replayed) that went out on a kept-alive client
+    # connection, which HAProxy closes unanswered when its reused server connection fails, so
+    # that the client decides (docs/load-balancing.md, "A replica that vanishes").
+    unanswered = [r for r in during if not r.status]
+    wrong = [r for r in unanswered if r.op not in ("POST", "PATCH") or r.fresh]
+    result.expect(
+        not wrong, f"{len(wrong)} reads or fresh connections unanswered: {describe(wrong)}"
+    )
     result.expect(
         not failed_after_down,
         f"{len(failed_after_down)} requests failed after it was marked down: "
@@ -160,6 +173,8 @@ def run_replica(ctx: Context) -> DrillResult:
     result.summary = (
         f"{CLIENTS} clients: marked down {f['marked_down_s']} s after the cut, routed again "
         f"{f['routed_again_s']} s after the heal; {f['requests']} requests {f['statuses']}, "
-        f"slowest {f['slowest_s']} s, failed after it was marked down {f['failed_after_down']}"
+        f"slowest {f['slowest_s']} s (bound {REPLICA_SLOWEST_MAX_S:g} s), writes closed unanswered "
+        f"on kept-alive connections {f['writes_closed_unanswered']}, failed after it was marked "
+        f"down {f['failed_after_down']}"
     )
     return result
