@@ -69,11 +69,12 @@ DEFAULT_DRAIN_SECONDS = 3.0
 #: Workers when WEB_CONCURRENCY is not set (compose and the Kubernetes manifests set it): two, so
 #: a stuck or restarting worker does not take the replica down.
 DEFAULT_WORKERS = 2
-#: Defaults of GUNICORN_BOOT_FAILURES and GUNICORN_BOOT_FAILURE_WINDOW (CrashLoopBreaker). Three:
-#: every worker of the first generation plus one of the next died before it booted, so the server
-#: stops within about one import time of the first death (gunicorn itself halts at the first
-#: worker that exits with status 3).
-BOOT_FAILURES = 3
+#: Defaults of GUNICORN_BOOT_FAILURES and GUNICORN_BOOT_FAILURE_WINDOW (CrashLoopBreaker). Two: a
+#: release that cannot load kills every worker of the first generation at about the same time,
+#: so the server stops right after the first death instead of one import time later (12 s on
+#: the loaded CI machine, docs/reliability.md); gunicorn itself halts at the first worker that
+#: exits with status 3.
+BOOT_FAILURES = 2
 BOOT_FAILURE_WINDOW = 60
 
 
