@@ -60,7 +60,6 @@ class DrillResult:
     failures: list[str] = field(default_factory=list)
     seconds: float = 0.0
     services: tuple[str, ...] = ("api",)  # whose logs to print when it failed
-    crashed: bool = False  # an exception ended the drill
 
     @property
     def passed(self) -> bool:

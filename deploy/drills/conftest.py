@@ -8,7 +8,7 @@
 Each drill is a test marked ``@pytest.mark.drill(number, title, stage=..., services=...)`` that
 takes ``ctx`` (the shared stack, brought up on first use) and ``result`` (a ``DrillResult``: its
 ``expect`` records a miss and the drill goes on, so one run reports every miss and every figure;
-the test fails at teardown if anything missed). The stage says what a drill needs from the shared
+the test fails with all of them when it ends). The stage says what a drill needs from the shared
 stack or does to it, and the run orders drills by it (see STAGES).
 """
 
@@ -19,7 +19,7 @@ import secrets
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 
 import pytest
@@ -171,22 +171,24 @@ def result(request: pytest.FixtureRequest, drill_context: Context) -> Iterator[D
     if not drill.passed:
         logs = drill_context.stack.logs(*drill.services, tail=60)
         print(f"--- docker compose logs {' '.join(drill.services)} ---\n{logs}", flush=True)
-        if not drill.crashed:  # the exception already failed the test
-            pytest.fail("; ".join(drill.failures), pytrace=False)
 
 
 @pytest.hookimpl(wrapper=True)
-def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
-    """A drill that could not run (an exception) is a miss too, with its figures so far."""
-    try:
-        return (yield)
-    except BaseException as exc:
-        drill = getattr(item, "funcargs", {}).get("result")
-        if isinstance(drill, DrillResult):
-            drill.crashed = True
-            drill.failures.append(f"could not run: {type(exc).__name__}: {exc}")
-            drill.summary = drill.summary or "did not complete"
-        raise
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """The drill fails with every miss it recorded; an exception is a miss too ("could not run")."""
+    report = yield
+    drill = getattr(item, "funcargs", {}).get("result")
+    if call.when != "call" or not isinstance(drill, DrillResult):
+        return report
+    if call.excinfo is not None:
+        drill.failures.append(f"could not run: {call.excinfo.typename}: {call.excinfo.value}")
+        drill.summary = drill.summary or "did not complete"
+    elif drill.failures:
+        report.outcome = "failed"
+        report.longrepr = "\n".join(f"miss: {failure}" for failure in drill.failures)
+    return report
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
