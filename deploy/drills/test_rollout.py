@@ -25,6 +25,8 @@ import re
 import time
 from datetime import datetime
 
+import pytest
+
 from drills.common import (
     Context,
     DrillResult,
@@ -55,8 +57,8 @@ BOOT_CRASHES = {
 }
 
 
-def run_new(ctx: Context) -> DrillResult:
-    result = DrillResult(8, TITLE_NEW, services=("api", "proxy"))
+@pytest.mark.drill(8, TITLE_NEW, stage="new-image", services=("api", "proxy"))
+def test_rollout_new_image(ctx: Context, result: DrillResult) -> None:
     stack = ctx.stack
     prefix = f"d8-{ctx.run_id}"
     revision = f"drill8-{ctx.run_id}"
@@ -115,26 +117,26 @@ def run_new(ctx: Context) -> DrillResult:
         f"not in DB {f['patch_lost']}; new revision on {len(after)}/{f['replicas_before']} "
         f"replicas and {f['proxied_new']}/{len(proxied)} answers through the proxy"
     )
-    return result
 
 
-def run_broken(ctx: Context) -> DrillResult:
+@pytest.mark.drill(9, TITLE_BROKEN, stage="restarts", services=("api", "proxy"))
+def test_rollout_never_healthy(ctx: Context, result: DrillResult) -> None:
     image = derived_image(
         ctx.stack, f"{ctx.stack.image}-drill9",
         "ENV BIND=127.0.0.1:8001 BUILD_REVISION=drill9-never-healthy",
     )  # fmt: skip
-    result = DrillResult(9, TITLE_BROKEN, services=("api", "proxy"))
-    return _failed_rollout(ctx, result, image, rollout_timeout=BROKEN_TIMEOUT_S)
+    _failed_rollout(ctx, result, image, rollout_timeout=BROKEN_TIMEOUT_S)
 
 
-def run_crashing(ctx: Context) -> DrillResult:
+@pytest.mark.drill(19, TITLE_CRASHING, stage="restarts", services=("api", "proxy"))
+def test_rollout_crashing_workers(ctx: Context, result: DrillResult) -> None:
     image = derived_image(
         ctx.stack, f"{ctx.stack.image}-drill19",
         # gunicorn's app argument overrides the config's factory: every worker fails to import
         # it, so gunicorn exits (status 3) and the restart policy starts it again, in a loop.
         'CMD ["gunicorn", "-c", "/app/deploy/gunicorn.conf.py", "heroes.not_in_this_release:app"]',
     )  # fmt: skip
-    result = _failed_rollout(ctx, DrillResult(19, TITLE_CRASHING, services=("api", "proxy")), image)
+    _failed_rollout(ctx, result, image)
     first_exit = result.figures.pop("first_exit", None)
     ended = result.figures.pop("ended", None)
     result.figures.pop("started", None)
@@ -146,7 +148,6 @@ def run_crashing(ctx: Context) -> DrillResult:
         f"rollout.sh ended {given_up} s after the first exit of a new replica",
     )
     result.summary += f"; gave up {given_up} s after the first exit of a new replica"
-    return result
 
 
 def _crashing_image(ctx: Context, name: str, line: str) -> str:
@@ -162,8 +163,8 @@ def _crashing_image(ctx: Context, name: str, line: str) -> str:
     )  # fmt: skip
 
 
-def run_boot_crashes(ctx: Context) -> DrillResult:
-    result = DrillResult(29, TITLE_BOOT_CRASHES, services=("api", "proxy"))
+@pytest.mark.drill(29, TITLE_BOOT_CRASHES, stage="restarts", services=("api", "proxy"))
+def test_rollout_workers_dying_at_boot(ctx: Context, result: DrillResult) -> None:
     runs = []
     for name, (line, how) in BOOT_CRASHES.items():
         image = _crashing_image(ctx, name, line)
@@ -201,7 +202,6 @@ def run_boot_crashes(ctx: Context) -> DrillResult:
         f"failed {r['failed']}"
         for r in runs
     ) + (f"; line: {runs[-1]['message']!r}" if runs else "")
-    return result
 
 
 def _failed_rollout(

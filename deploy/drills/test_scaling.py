@@ -18,6 +18,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import pytest
+
 from drills.client import MISSES
 from drills.common import (
     UNLIMITED,
@@ -35,8 +37,8 @@ from drills.stack import Stack, log
 TITLE = "Scale 2 -> 4 -> 2 under load"
 
 
-def run(ctx: Context) -> DrillResult:
-    result = DrillResult(11, TITLE, services=("api", "proxy"))
+@pytest.mark.drill(11, TITLE, stage="shared", services=("api", "proxy"))
+def test_scaling(ctx: Context, result: DrillResult) -> None:
     stack = ctx.stack
     prefix = f"d11-{ctx.run_id}"
     start = len(stack.containers("api"))
@@ -83,7 +85,6 @@ def run(ctx: Context) -> DrillResult:
         f"{f['sent']}, failed {f['failed']}; acked {f['acked']}, in DB {f['in_db']}, lost "
         f"{f['lost']}"
     )
-    return result
 
 
 TITLE_WORKERS = "The proxy sends each replica as many requests at once as it has workers"
@@ -118,8 +119,8 @@ def _proxy_servers(stack: Stack) -> dict[str, dict[str, int]]:
     return out
 
 
-def run_workers(ctx: Context) -> DrillResult:
-    result = DrillResult(30, TITLE_WORKERS, services=("api", "proxy"))
+@pytest.mark.drill(30, TITLE_WORKERS, stage="own-stack", services=("api", "proxy"))
+def test_proxy_follows_workers(ctx: Context, result: DrillResult) -> None:
     runs: list[dict[str, Any]] = []
     for setting in WORKER_SETTINGS:
         name = "-".join(f"{k.lower().replace('_', '')}{v}" for k, v in setting.items())
@@ -173,4 +174,3 @@ def run_workers(ctx: Context) -> DrillResult:
         f"{r['failed']} failed)"
         for r in runs
     )
-    return result
