@@ -14,8 +14,9 @@ left open and silent: nothing refuses, nothing resets, only the clients' own dea
     connections up, haproxy.cfg srvtcpka and tcp-ut: GETs are retried on the other replica,
     writes answered 503 with Retry-After, outcome unknown); only 200 and 503 answered (503 with
     Retry-After), nothing left unanswered but writes on kept-alive connections (HAProxy closes
-    those so that the client decides), no request sent after it was marked down failed; the
-    replica is routed to again once the partition heals.
+    those so that the client decides) and answers cut mid-way (counted apart, as in drills 2 and
+    10), no request sent after it was marked down failed; the replica is routed to again once
+    the partition heals.
 """
 
 from __future__ import annotations
@@ -141,7 +142,10 @@ def test_partition_replica(ctx: Context, result: DrillResult) -> None:
         routed_again_s=None if back is None else round(back, 2),
         requests=len(during),
         statuses=dict(statuses),
-        writes_closed_unanswered=sum(1 for r in during if not r.status),
+        writes_closed_unanswered=sum(
+            1 for r in during if not r.status and r.outcome is not Outcome.PARTIAL
+        ),
+        cut_mid_answer=sum(1 for r in during if r.outcome is Outcome.PARTIAL),
         slowest_s=round(slowest, 2),
         failed_after_down=len(failed_after_down),
         healed_at=healed,
@@ -160,7 +164,9 @@ def test_partition_replica(ctx: Context, result: DrillResult) -> None:
     # No answer at all: only a write (never replayed) that went out on a kept-alive client
     # connection, which HAProxy closes unanswered when its reused server connection fails, so
     # that the client decides (docs/load-balancing.md, "A replica that vanishes").
-    unanswered = [r for r in during if not r.status]
+    # A read whose answer had begun when the replica went silent is cut (no proxy can resend
+    # it): counted apart, as drills 2 and 10 do.
+    unanswered = [r for r in during if not r.status and r.outcome is not Outcome.PARTIAL]
     wrong = [r for r in unanswered if r.op not in ("POST", "PATCH") or r.fresh]
     result.expect(
         not wrong, f"{len(wrong)} reads or fresh connections unanswered: {describe(wrong)}"
@@ -175,6 +181,7 @@ def test_partition_replica(ctx: Context, result: DrillResult) -> None:
         f"{CLIENTS} clients: marked down {f['marked_down_s']} s after the cut, routed again "
         f"{f['routed_again_s']} s after the heal; {f['requests']} requests {f['statuses']}, "
         f"slowest {f['slowest_s']} s (bound {REPLICA_SLOWEST_MAX_S:g} s), writes closed unanswered "
-        f"on kept-alive connections {f['writes_closed_unanswered']}, failed after it was marked "
+        f"on kept-alive connections {f['writes_closed_unanswered']}, cut mid-answer "
+        f"{f['cut_mid_answer']}, failed after it was marked "
         f"down {f['failed_after_down']}"
     )
