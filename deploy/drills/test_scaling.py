@@ -4,24 +4,35 @@ HAProxy finds the new replicas through Docker's DNS (no configuration change) an
 once its readiness checks pass; compose stops the surplus ones with SIGTERM, and each leaves
 rotation during its drain. Pass: all four replicas were routed, no request failed, every
 acknowledged write readable, two replicas at the end.
+
+Drill 30: the stack with the api at 0.5 CPU (WEB_CONCURRENCY unset: 2 workers), then at 2 CPUs
+with WEB_CONCURRENCY=3, each a stack of its own under 12 clients: pass when, for every replica,
+the proxy's maxconn (HAProxy's runtime API, ``show stat`` slim) and the most requests it sent
+the replica at once (smax) equal the workers running in its container (``docker top``), the proxy
+did not warn of a mismatch, and every request was answered 200 or 503 (the shipped queue bounds
+shed some at 0.5 CPU).
 """
 
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import pytest
 
+from drills.client import MISSES
 from drills.common import (
+    UNLIMITED,
     Context,
     DrillResult,
     LoadRun,
     check_persistence,
     describe,
+    own_stack,
     wait_for,
     warmed_load,
 )
-from drills.stack import log
+from drills.stack import Stack, log
 
 TITLE = "Scale 2 -> 4 -> 2 under load"
 
@@ -73,4 +84,93 @@ def test_scaling(ctx: Context, result: DrillResult) -> None:
         f"{f['scaled_up_and_routed_s']} s; back to {start} in {f['scaled_down_s']} s; sent "
         f"{f['sent']}, failed {f['failed']}; acked {f['acked']}, in DB {f['in_db']}, lost "
         f"{f['lost']}"
+    )
+
+
+TITLE_WORKERS = "The proxy sends each replica as many requests at once as it has workers"
+#: Drill 30: the api's CPUs and workers as an operator sets them (docker-compose.yml variables).
+WORKER_SETTINGS = ({"API_CPUS": "0.5"}, {"API_CPUS": "2", "WEB_CONCURRENCY": "3"})
+WORKERS_LOAD_S = 6.0
+#: More than every replica's workers together (2 x 3), fewer than the queue bound (16) on top.
+WORKERS_CLIENTS = 12
+
+
+def _workers(stack: Stack, container: str) -> int:
+    """gunicorn workers running in the container: the children of its first process (the master,
+    whose parent is outside the container)."""
+    rows = [
+        line.split()[:2]
+        for line in stack.docker("top", container, "-o", "pid,ppid").stdout.splitlines()[1:]
+    ]
+    pids = {pid for pid, _ in rows}
+    masters = [pid for pid, ppid in rows if ppid not in pids]
+    return sum(1 for _, ppid in rows if ppid in masters)
+
+
+def _proxy_servers(stack: Stack) -> dict[str, dict[str, int]]:
+    """Per api replica the proxy routes to: its maxconn (slim) and most requests at once (smax)."""
+    rows = stack.haproxy("show stat").splitlines()
+    header = rows[0].lstrip("# ").split(",")
+    out = {}
+    for row in rows[1:]:
+        f = dict(zip(header, row.split(","), strict=False))
+        if f.get("pxname") == "api" and f.get("svname") != "BACKEND" and f.get("status") == "UP":
+            out[f["addr"].rsplit(":", 1)[0]] = {"slim": int(f["slim"]), "smax": int(f["smax"])}
+    return out
+
+
+@pytest.mark.drill(30, TITLE_WORKERS, stage="own-stack", services=("api", "proxy"))
+def test_proxy_follows_workers(ctx: Context, result: DrillResult) -> None:
+    runs: list[dict[str, Any]] = []
+    for setting in WORKER_SETTINGS:
+        name = "-".join(f"{k.lower().replace('_', '')}{v}" for k, v in setting.items())
+        with own_stack(ctx, name.replace(".", ""), env={**UNLIMITED, **setting}) as stack:
+            load = stack.start_load(
+                f"d30{name}-{ctx.run_id}", clients=WORKERS_CLIENTS, max_seconds=60
+            )
+            try:
+                load.wait_started()
+                time.sleep(WORKERS_LOAD_S)
+                proxied = _proxy_servers(stack)
+                workers = {
+                    address: _workers(stack, c)
+                    for c in stack.containers("api")
+                    for address in stack.addresses(c)
+                    if address in proxied
+                }
+                data = load.stop()
+            except BaseException:
+                load.kill()
+                raise
+            warned = "differs from the api's workers" in stack.logs("proxy", tail=400)
+        run_ = LoadRun(data)
+        runs.append({
+            "setting": setting, "workers": sorted(workers.values()),
+            "maxconn": sorted(s["slim"] for s in proxied.values()),
+            "most_at_once": sorted(s["smax"] for s in proxied.values()),
+            "sent": len(run_.sent), "shed_503": sum(r.status == 503 for r in run_.requests),
+            "failed": sum(r.outcome in MISSES or r.status not in (200, 503) for r in run_.requests),
+            "warned": warned,
+        })  # fmt: skip
+        what = " ".join(f"{k}={v}" for k, v in setting.items())
+        result.expect(len(workers) >= 2, f"{what}: {len(workers)} replicas routed, want 2")
+        for address, n in workers.items():
+            s = proxied[address]
+            result.expect(
+                s["slim"] == n and s["smax"] == n,
+                f"{what}: replica {address} runs {n} workers, the proxy's maxconn is {s['slim']} "
+                f"and it sent {s['smax']} at once",
+            )
+        result.expect(not warned, f"{what}: the proxy warned of a mismatch")
+        # The shipped queue bounds may shed some requests (0.5 CPU): a 503 with Retry-After is an
+        # answer; anything else, or no answer, is a miss.
+        bad = [r for r in run_.requests if r.outcome in MISSES or r.status not in (200, 503)]
+        result.expect(not bad, f"{what}: {len(bad)} failed: {describe(bad)}")
+    result.figures["settings"] = runs
+    result.summary = "; ".join(
+        f"{' '.join(f'{k}={v}' for k, v in r['setting'].items())}: workers {r['workers']}, "
+        f"proxy maxconn {r['maxconn']}, most at once {r['most_at_once']} "
+        f"({WORKERS_CLIENTS} clients, {r['sent']} sent, {r['shed_503']} shed 503, "
+        f"{r['failed']} failed)"
+        for r in runs
     )
