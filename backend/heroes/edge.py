@@ -24,7 +24,7 @@ from typing import Any
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from heroes import limits, metrics
-from heroes.errors import LOGGED_ERROR, error
+from heroes.api.errors import LOGGED_ERROR, error
 from heroes.lifecycle import closing, is_draining
 from heroes.logs import request_id_var
 from heroes.observability import NO_RESPONSE, finished, request_id_from

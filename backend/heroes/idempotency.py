@@ -1,30 +1,11 @@
-"""The ``Idempotency-Key`` request header (IETF httpapi draft "The Idempotency-Key HTTP Header
-Field") on the write routes: a client that retries a request with the same key gets the first
-answer again instead of a second write.
+"""Idempotency keys: a write sent with a key is performed once, and its response stored with the
+key (table ``idempotency_key``) is replayed to every retry. The HTTP side (the header, the
+``Idempotent-Replayed`` answer) is heroes.api.idempotency; the rules are in docs/api-clients.md.
 
-- The first request with a key runs its write and stores its answer (status, body) with the key
-  and a fingerprint of the request, in the write's own transaction: a crash keeps both or
-  neither, so a retry either replays the answer or performs the write for the first time.
-- A retry with the same key and the same request: the stored answer, with
-  ``Idempotent-Replayed: true``; nothing is written.
-- The same key for a different request (method, path or body): 422. The same key while the
-  first request is still being processed: 409 (try again shortly).
-- Keys belong to the caller: with API tokens configured they are scoped by a SHA-256 digest of
-  the bearer token (the token itself is never stored). Answers are kept IDEMPOTENCY_TTL_S
-  (24 h by default) and purged in small batches by a background task of each worker.
-- Only successful answers are stored: a request that fails (404, 503...) leaves no key behind,
-  so its retry is processed afresh.
-
-A route applies it: ``once(key, payload, write)`` calls the route's query function with the
-``Answer`` to store (heroes.answers), and the query function stores it in its own transaction
-with the write (BEGIN IMMEDIATE on SQLite). A second answer for a key is refused by the primary
-key (scope, key), which undoes the write with it; the earlier answer is then looked up and
-replayed (on PostgreSQL the undone INSERT still used up a sequence number: a gap in the ids,
-nothing else).
-"In progress": a request with the same key that this worker is still processing is answered
-409 at once (a per-worker set of keys in flight). A duplicate reaching another worker while the
-first's statement runs waits for it (milliseconds; the primary key's row lock) and gets the
-replay; it can never write a second time.
+A keyed write is one unit of work (``once``): open the transaction, claim the key, run the
+ordinary query function, store its response, commit. The claim is one statement that decides
+"first time" against "already answered": a key some other request holds is waited for (its row
+lock) and then read. The query function cannot tell a keyed write from a plain one.
 """
 
 from __future__ import annotations
@@ -33,89 +14,38 @@ import asyncio
 import hashlib
 import logging
 import random
-import re
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Annotated, Any
+from functools import cache
+from typing import Any
 
 import orjson
-from fastapi import Depends, Header, Request
-from fastapi.responses import Response
 from pydantic import BaseModel
+from sqlalchemy import Select, Update, bindparam, delete, literal_column, select, tuple_, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.sql.dml import ReturningDelete, ReturningInsert
 
-from heroes import answers, background
-from heroes.answers import Answer
-from heroes.api.responses import RETRY_AFTER, Responses, error_answer, json_response
-from heroes.config import Settings
-from heroes.db import Database, DatabaseUnavailable, Row, Session, ValueRejected
-from heroes.errors import (
-    IdempotencyKeyInFlight,
-    IdempotencyKeyInvalid,
-    IdempotencyKeyReused,
-    NotFound,
-)
+from heroes.db import Database, Session
+from heroes.errors import DatabaseUnavailable, IdempotencyKeyInFlight, IdempotencyKeyReused
+from heroes.models import IdempotencyKey
 
 logger = logging.getLogger("heroes.idempotency")
 
-HEADER = "Idempotency-Key"
-REPLAYED_HEADER = "Idempotent-Replayed"
-KEY_MAX = 255
-# The draft's value is a Structured Field string ("..."); the bare form is accepted too, as
-# most clients send it. The characters are those of UUIDs, ULIDs and base64 tokens.
-_CHARS = rf"[A-Za-z0-9._:~+/=-]{{1,{KEY_MAX}}}"
-KEY_PATTERN = rf'^(?:{_CHARS}|"{_CHARS}")$'
-_KEY = re.compile(KEY_PATTERN)
+KEY = IdempotencyKey.__table__  # type: ignore[attr-defined]  # SQLModel sets it on table models
 #: Rows deleted per purge statement, and statements per purge run (the rest waits for the next).
 PURGE_BATCH = 500
 PURGE_MAX_BATCHES = 100
 
-HEADER_DESCRIPTION = (
-    "Makes the request safe to retry: the first request with a key is processed and its answer "
-    "stored for 24 h; a retry with the same key and the same request gets that answer again "
-    f"(with `{REPLAYED_HEADER}: true`) and writes nothing. 1-255 characters of "
-    "`A-Z a-z 0-9 - _ . : ~ + / =`, optionally in double quotes (a Structured Field string); "
-    "scoped to the bearer token when API tokens are configured."
-)
-
-#: What a write operation that takes the header documents besides its own answers.
-RESPONSES: Responses = {
-    200: {
-        "description": "Successful Response",
-        "headers": {
-            REPLAYED_HEADER: {
-                "description": "`true` when this is the stored answer to an earlier request "
-                "with the same Idempotency-Key (nothing was written this time)",
-                "schema": {"type": "string", "enum": ["true"]},
-            }
-        },
-    },
-    400: error_answer(
-        "Invalid Content-Length, a body that is not decodable, or a malformed Idempotency-Key"
-    ),
-    409: error_answer(
-        "A request with the same Idempotency-Key is still being processed",
-        Retry_After=RETRY_AFTER,
-    ),
-    422: {
-        "description": "Validation Error, or the Idempotency-Key was used for a different request",
-        "content": {
-            "application/json": {
-                "schema": {
-                    "anyOf": [
-                        {"$ref": "#/components/schemas/HTTPValidationError"},
-                        {"$ref": "#/components/schemas/ErrorDetail"},
-                    ]
-                }
-            }
-        },
-    },
-}
+#: The one JSON encoding of the API's bodies (compact, UTF-8, the models' field order): a
+#: response sent the first time and the one replayed are the same bytes.
+encode = orjson.dumps
 
 
 class KeysInFlight:
-    """The keys this worker is processing now."""
+    """The keys this worker is processing now: a retry that overtakes its first request in the
+    same worker is answered 409 at once instead of waiting for it."""
 
     def __init__(self) -> None:
         self._keys: set[tuple[str, str]] = set()
@@ -132,28 +62,15 @@ class KeysInFlight:
             self._keys.discard(entry)
 
 
-def parse_key(value: str) -> str:
-    if _KEY.fullmatch(value) is None:
-        raise IdempotencyKeyInvalid(
-            f"{HEADER} must be 1-{KEY_MAX} characters of A-Z a-z 0-9 - _ . : ~ + / =, "
-            "optionally in double quotes"
-        )
-    return value.strip('"')
-
-
-def token_scope(authorization: str | None) -> str:
-    """A digest of the bearer token (already checked by heroes.security): its keys' namespace."""
-    _, _, token = (authorization or "").partition(" ")
-    return hashlib.sha256(token.strip().encode()).hexdigest()
-
-
 @dataclass(frozen=True, slots=True)
 class IdempotentRequest:
-    """A write request that came with a key: who sent it, what it is, where its answer goes."""
+    """A write request that came with a key: whose key (``scope``: a digest of the caller's
+    token, or empty), which key, what it asks (``target``: method and path), and the keys its
+    worker is processing."""
 
     scope: str
     key: str
-    target: str  # method and path: part of the fingerprint
+    target: str
     ttl_s: int
     in_flight: KeysInFlight
 
@@ -165,94 +82,96 @@ class IdempotentRequest:
             digest.update(orjson.dumps(fields, option=orjson.OPT_SORT_KEYS))
         return digest.hexdigest()
 
-    async def once(
-        self, session: Session, payload: BaseModel | None, write: Callable[..., Awaitable[Any]]
-    ) -> Response:
-        """``write(answer=...)`` performed once per key: its result as JSON the first time, the
-        stored answer for every retry."""
-        fingerprint = self.fingerprint(payload)
-        now = int(time.time())
-        answer = Answer(self.scope, self.key, fingerprint, now + self.ttl_s)
-        with self.in_flight.claim(self.scope, self.key):
-            for _ in range(2):
-                try:
-                    return json_response(await write(answer=answer))
-                except ValueRejected:
-                    # The key has an answer (the write was undone with the refused insert), or
-                    # the database refused one of the write's values.
-                    earlier = await self._find(session)
-                    if earlier is None:
-                        raise
-                    if earlier["expires_at"] <= now:
-                        await answers.forget_expired(
-                            session=session, scope=self.scope, key=self.key, now=now
-                        )
-                        continue  # the key is free again
-                    return self._replay(earlier, fingerprint)
-                except NotFound:
-                    # Nothing to write to: the retry of a DELETE that succeeded gets that answer.
-                    earlier = await self._find(session)
-                    if earlier is None or earlier["expires_at"] <= now:
-                        raise
-                    return self._replay(earlier, fingerprint)
-        raise IdempotencyKeyInFlight  # its expired answer was replaced meanwhile: try again
 
-    async def _find(self, session: Session) -> Row | None:
-        return await answers.find(session=session, scope=self.scope, key=self.key)
-
-    @staticmethod
-    def _replay(earlier: Row, fingerprint: str) -> Response:
-        if earlier["fingerprint"] != fingerprint:
-            raise IdempotencyKeyReused
-        return Response(
-            earlier["body"].encode(),
-            status_code=earlier["status"],
-            media_type="application/json",
-            headers={REPLAYED_HEADER: "true"},
-        )
+async def once(
+    *,
+    session: Session,
+    request: IdempotentRequest,
+    payload: BaseModel | None,
+    write: Callable[[], Awaitable[Any]],
+) -> tuple[bytes, bool]:
+    """``write()`` performed once per key, in one transaction with its stored response: the
+    response body, and whether it is the replay of an earlier request's."""
+    fingerprint = request.fingerprint(payload)
+    with request.in_flight.claim(request.scope, request.key):
+        async with session.transaction():
+            now = int(time.time())
+            params = {"scope": request.scope, "key": request.key}
+            claim = {**params, "fingerprint": fingerprint, "expires_at": now + request.ttl_s}
+            claimed = await session.fetch_one(
+                _claim(session.db.dialect.name), {**claim, "now": now}
+            )
+            if claimed is None:  # answered before, and not expired: a replay or a conflict
+                stored = await session.fetch_one(_select(), params)
+                if stored is None:  # purged in between: the key is free, the client retries
+                    raise IdempotencyKeyInFlight
+                if stored["fingerprint"] != fingerprint:
+                    raise IdempotencyKeyReused
+                return stored["body"].encode(), True
+            body = encode(await write())
+            await session.execute(_store(), {**params, "status": 200, "body": body.decode()})
+    return body, False
 
 
-async def idempotent_request(
-    request: Request,
-    key: Annotated[str | None, Header(alias=HEADER, description=HEADER_DESCRIPTION)] = None,
-) -> IdempotentRequest | None:
-    if key is None:
-        return None
-    if len(request.headers.getlist(HEADER)) > 1:
-        raise IdempotencyKeyInvalid(f"send one {HEADER} header, not several")
-    settings: Settings = request.app.state.settings
-    scope = token_scope(request.headers.get("authorization")) if settings.api_tokens else ""
-    return IdempotentRequest(
-        scope=scope,
-        key=parse_key(key),
-        target=f"{request.method} {request.scope['path']}\n",
-        ttl_s=settings.idempotency_ttl_s,
-        in_flight=request.app.state.keys_in_flight,
+@cache
+def _claim(dialect: str) -> ReturningInsert[Any]:
+    # INSERT ... ON CONFLICT DO UPDATE ... WHERE expired: a row comes back when the key is new
+    # or its stored response has expired (taken over), none when a live one exists. The row is
+    # written complete only by _store, in the same transaction: no one else ever sees it half.
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    claim = insert(KEY).values(
+        scope=bindparam("scope"),
+        key=bindparam("key"),
+        fingerprint=bindparam("fingerprint"),
+        status=literal_column("0"),
+        body=literal_column("''"),
+        expires_at=bindparam("expires_at"),
+    )
+    taken_over = ("fingerprint", "status", "body", "expires_at")
+    return claim.on_conflict_do_update(
+        index_elements=[KEY.c.scope, KEY.c.key],
+        set_={name: claim.excluded[name] for name in taken_over},
+        where=KEY.c.expires_at <= bindparam("now"),
+    ).returning(KEY.c.key)
+
+
+def _this_key() -> Any:
+    return (KEY.c.scope == bindparam("scope")) & (KEY.c.key == bindparam("key"))
+
+
+@cache
+def _select() -> Select[Any]:
+    return select(KEY.c.fingerprint, KEY.c.status, KEY.c.body).where(_this_key())
+
+
+@cache
+def _store() -> Update:
+    values: dict[str, Any] = {"status": bindparam("status"), "body": bindparam("body")}
+    return update(KEY).where(_this_key()).values(values)
+
+
+@cache
+def _purge() -> ReturningDelete[Any]:
+    # A bounded batch per statement (row values IN a LIMITed subquery work on both databases):
+    # a short write that never holds locks for long.
+    expired = (
+        select(KEY.c.scope, KEY.c.key)
+        .where(KEY.c.expires_at <= bindparam("now"))
+        .offset(bindparam("offset"))  # 0: SQLite renders a LIMIT alone with an OFFSET literal
+        .limit(bindparam("batch"))
+    )
+    return (
+        delete(KEY).where(tuple_(KEY.c.scope, KEY.c.key).in_(expired)).returning(KEY.c.expires_at)
     )
 
 
-IdempotencyDep = Annotated[IdempotentRequest | None, Depends(idempotent_request)]
-
-
-async def once(
-    idempotent: IdempotentRequest | None,
-    session: Session,
-    payload: BaseModel | None,
-    write: Callable[..., Awaitable[Any]],
-) -> Response:
-    """What a write route applies: ``write`` (its query function, waiting for ``answer=``) run
-    as is without a key, or once per key with its answer stored (IdempotentRequest.once)."""
-    if idempotent is None:
-        return json_response(await write(answer=None))
-    return await idempotent.once(session, payload, write)
-
-
 async def purge_expired(db: Database, now: int) -> int:
-    """Delete answers expired at ``now``, a batch per statement; how many were deleted."""
+    """Delete keys expired at ``now``, a batch per statement; how many were deleted."""
     session = Session(db)
     deleted = 0
     for _ in range(PURGE_MAX_BATCHES):
-        count = await answers.purge(session=session, now=now, batch=PURGE_BATCH)
+        params = {"now": now, "offset": 0, "batch": PURGE_BATCH}
+        count = len(await session.fetch_all(_purge(), params))
         deleted += count
         if count < PURGE_BATCH:
             break
@@ -260,24 +179,18 @@ async def purge_expired(db: Database, now: int) -> int:
     return deleted
 
 
-@asynccontextmanager
-async def purging(db: Database, interval_s: float) -> AsyncIterator[None]:
-    """A background task of the worker purging expired answers every ~``interval_s``."""
-
-    async def loop() -> None:
-        while True:
-            # Jittered, so the workers of a deployment do not all purge at the same moment.
-            await asyncio.sleep(interval_s * random.uniform(0.5, 1.0))  # noqa: S311
-            try:
-                deleted = await purge_expired(db, int(time.time()))
-            except DatabaseUnavailable as exc:
-                logger.info("idempotency purge skipped, database unavailable: %s", exc)
-                continue
-            except Exception:
-                logger.exception("idempotency purge failed")
-                continue
-            if deleted:
-                logger.info("purged %d expired idempotency keys", deleted)
-
-    async with background.running(loop(), "idempotency-purge"):
-        yield
+async def purge_forever(db: Database, interval_s: float) -> None:
+    """Purge expired keys every ~``interval_s`` (a background task of each worker)."""
+    while True:
+        # Jittered, so the workers of a deployment do not all purge at the same moment.
+        await asyncio.sleep(interval_s * random.uniform(0.5, 1.0))  # noqa: S311
+        try:
+            deleted = await purge_expired(db, int(time.time()))
+        except DatabaseUnavailable as exc:
+            logger.info("idempotency purge skipped, database unavailable: %s", exc)
+            continue
+        except Exception:
+            logger.exception("idempotency purge failed")
+            continue
+        if deleted:
+            logger.info("purged %d expired idempotency keys", deleted)

@@ -13,15 +13,15 @@ from fastapi.routing import APIRoute
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
-from heroes import __version__, idempotency, metrics, tracing
+from heroes import __version__, background, idempotency, metrics, tracing
 from heroes.api import health, heroes
+from heroes.api.errors import register_error_handlers
 from heroes.api.methods import add_method_not_allowed
 from heroes.api.responses import DESCRIPTION
 from heroes.backends import create_database
 from heroes.config import Settings, get_settings
 from heroes.docs import add_docs, add_edge_answers
 from heroes.edge import Edge
-from heroes.errors import register_error_handlers
 from heroes.migrate import SchemaExpectation
 
 #: What an APIRoute keeps of its add_api_route arguments (all of them but path and endpoint).
@@ -54,7 +54,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     try:
         async with (
             metrics.pool_sampler(app.state.db, interval),
-            idempotency.purging(app.state.db, settings.idempotency_purge_interval_s),
+            background.running(
+                idempotency.purge_forever(app.state.db, settings.idempotency_purge_interval_s),
+                "idempotency-purge",
+            ),
         ):
             yield
     finally:

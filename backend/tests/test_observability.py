@@ -12,8 +12,8 @@ from prometheus_client import REGISTRY
 from starlette.types import Message, Receive, Scope, Send
 
 from heroes import crud, metrics
-from heroes.db import ValueRejected
 from heroes.edge import Edge
+from heroes.errors import ValueRejected
 from heroes.lifecycle import begin_draining
 from heroes.observability import _Ids, new_request_id
 

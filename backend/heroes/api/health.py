@@ -10,7 +10,8 @@ from starlette.datastructures import State
 
 from heroes import __version__
 from heroes.config import Settings
-from heroes.db import DatabaseUnavailable, SchemaMissing, Session
+from heroes.db import Session
+from heroes.errors import DatabaseUnavailable, SchemaMissing
 from heroes.lifecycle import is_draining
 from heroes.migrate import SchemaExpectation, current_revision
 

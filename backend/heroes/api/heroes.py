@@ -15,11 +15,11 @@ from fastapi.responses import Response
 
 from heroes import crud
 from heroes.api.deps import IdempotencyDep, SessionDep
+from heroes.api.idempotency import RESPONSES as IDEMPOTENT
+from heroes.api.idempotency import once
 from heroes.api.responses import COMMON, PAGED, json_response, not_found
 from heroes.config import Settings
 from heroes.errors import CursorInvalid
-from heroes.idempotency import RESPONSES as IDEMPOTENT
-from heroes.idempotency import once
 from heroes.models import (
     INT32_MAX,
     INT64_MAX,

@@ -44,16 +44,8 @@ from sqlalchemy.dialects import postgresql
 
 from heroes.backends.handoff import Handoff
 from heroes.config import Settings
-from heroes.db import (
-    ConnectionLost,
-    Database,
-    DatabaseUnavailable,
-    Params,
-    PoolStats,
-    Row,
-    SchemaMissing,
-    ValueRejected,
-)
+from heroes.db import Database, Params, PoolStats, Row
+from heroes.errors import ConnectionLost, DatabaseUnavailable, SchemaMissing, ValueRejected
 
 Connection = psycopg.AsyncConnection[DictRow]
 IDLE = TransactionStatus.IDLE
