@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -10,19 +9,18 @@ from fastapi import FastAPI
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
-from heroes import __version__, background, idempotency, metrics, tracing
+from heroes import __version__
 from heroes.api import health, heroes
+from heroes.api.docs import add_docs, add_edge_answers
 from heroes.api.errors import register_error_handlers
 from heroes.api.methods import add_method_not_allowed
 from heroes.api.responses import DESCRIPTION
-from heroes.backends import create_database
 from heroes.config import Settings, get_settings
-from heroes.docs import add_docs, add_edge_answers
-from heroes.edge import Edge
-from heroes.migrate import SchemaExpectation
-
-#: Allocations (net of deallocations) that trigger a collection of the young generation.
-YOUNG_GC_THRESHOLD = 10_000
+from heroes.db import create_database
+from heroes.db.migrate import SchemaExpectation
+from heroes.domain import idempotency
+from heroes.server import background, metrics, tracing
+from heroes.server.edge import Edge
 
 
 @asynccontextmanager
@@ -33,14 +31,6 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     await app.state.db.open()
     app.state.schema = SchemaExpectation.of(settings)
     app.state.keys_in_flight = idempotency.KeysInFlight()
-    # Everything imported and built so far lives as long as the process: move it out of the
-    # collector's reach, so full collections scan only request garbage (shorter GC pauses).
-    gc.freeze()
-    # A request's objects die by reference counting when it ends; with ~16 requests in flight
-    # their live objects alone pass the default 700-allocation mark, so the young generation was
-    # collected every ~10 requests for nothing: 3.0-3.5 % of a worker's CPU under GET load,
-    # 0.9 % with this threshold (gc.callbacks timing in the benchmark's workers).
-    gc.set_threshold(YOUNG_GC_THRESHOLD, *gc.get_threshold()[1:])
     interval = metrics.POOL_SAMPLE_SECONDS if metrics.MULTIPROC_DIR else None
     try:
         async with (
@@ -56,7 +46,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 
 class HeroesAPI(FastAPI):
-    """FastAPI with heroes.edge outside everything, even outside Starlette's
+    """FastAPI with heroes.server.edge outside everything, even outside Starlette's
     ServerErrorMiddleware (``add_middleware`` can only go inside it): a 500 gets a request id and
     is counted like any other answer."""
 
@@ -81,7 +71,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description=DESCRIPTION,
         lifespan=lifespan,
         telemetry=tracing.TELEMETRY,
-        # FastAPI's own pages load their assets from CDNs: heroes.docs serves them itself.
+        # FastAPI's own pages load their assets from CDNs: heroes.api.docs serves them itself.
         docs_url=None,
         redoc_url=None,
         openapi_url="/openapi.json" if docs else None,

@@ -11,10 +11,10 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy import text
 
-from heroes import crud
 from heroes.config import Settings
 from heroes.db import Session
-from heroes.models import HeroCreate
+from heroes.domain import crud
+from heroes.domain.models import HeroCreate
 
 from .conftest import asgi_client, make_settings, running_app
 from .logcapture import capture_logs

@@ -17,9 +17,9 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy import func, insert, select
 
-from heroes import crud, idempotency
 from heroes.config import Settings
 from heroes.db import Session
+from heroes.domain import crud, idempotency
 from heroes.errors import ConnectionLost
 
 from .conftest import asgi_client, create_hero, running_app
@@ -419,7 +419,7 @@ async def test_an_expired_key_is_processed_afresh(
     ):
         first = await post(client, "k1")
         later = time.time() + 61
-        monkeypatch.setattr(time, "time", lambda: later)  # what heroes.idempotency reads
+        monkeypatch.setattr(time, "time", lambda: later)  # what heroes.domain.idempotency reads
         again = await post(client, "k1")
         assert again.status_code == 200
         assert REPLAYED not in again.headers

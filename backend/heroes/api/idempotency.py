@@ -1,6 +1,6 @@
 """The ``Idempotency-Key`` request header (IETF httpapi draft "The Idempotency-Key HTTP Header
 Field") on the write routes: its parsing, its OpenAPI answers, and ``once``, which a write route
-calls with its query function (the unit of work is heroes.idempotency.once)."""
+calls with its query function (the unit of work is heroes.domain.idempotency.once)."""
 
 from __future__ import annotations
 
@@ -13,12 +13,12 @@ from fastapi import Depends, Header, Request
 from fastapi.responses import Response
 from pydantic import BaseModel
 
-from heroes import idempotency
 from heroes.api.responses import RETRY_AFTER, Responses, error_answer, json_response
 from heroes.config import Settings
 from heroes.db import Session
+from heroes.domain import idempotency
+from heroes.domain.idempotency import IdempotentRequest
 from heroes.errors import IdempotencyKeyInvalid
-from heroes.idempotency import IdempotentRequest
 
 HEADER = "Idempotency-Key"
 REPLAYED_HEADER = "Idempotent-Replayed"
@@ -82,7 +82,7 @@ def parse_key(value: str) -> str:
 
 
 def token_scope(authorization: str | None) -> str:
-    """A digest of the bearer token (already checked by heroes.security): its keys' namespace."""
+    """A digest of the bearer token (checked by heroes.api.security): its keys' namespace."""
     _, _, token = (authorization or "").partition(" ")
     return hashlib.sha256(token.strip().encode()).hexdigest()
 
@@ -116,7 +116,7 @@ async def once(
     write: Callable[[], Awaitable[Any]],
 ) -> Response:
     """What a write route returns: ``write()`` (its query function) as JSON; with a key, run
-    once per key and replayed to its retries (heroes.idempotency.once)."""
+    once per key and replayed to its retries (heroes.domain.idempotency.once)."""
     if request is None:
         return json_response(await write())
     body, replayed = await idempotency.once(

@@ -1,4 +1,4 @@
-"""The team queries (as heroes/crud.py): one Core statement each, built once, only the public
+"""The team queries (as heroes/domain/crud.py): one Core statement each, built once, only the public
 columns returned."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from sqlalchemy import Select, bindparam, delete, insert, select, update
 from sqlalchemy.sql.dml import ReturningDelete, ReturningInsert, ReturningUpdate
 
 from heroes.db import Row, Session
+from heroes.domain.models import INT32_MAX
 from heroes.errors import NotFound
-from heroes.models import INT32_MAX
 
 from .models import Team, TeamCreate, TeamPublic, TeamUpdate
 

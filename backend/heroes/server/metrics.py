@@ -15,7 +15,6 @@ import platform
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
 
 import anyio.to_thread
 from fastapi import APIRouter, Request, Response
@@ -31,8 +30,9 @@ from prometheus_client import (
 )
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from heroes import __version__, background
+from heroes import __version__
 from heroes.db import Database
+from heroes.server import background
 
 MULTIPROC_DIR = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
 if MULTIPROC_DIR:  # gunicorn's on_starting creates it; `heroes` under a bare uvicorn may not
@@ -92,39 +92,19 @@ BUILD_INFO = Gauge(
 )
 BUILD_INFO.labels(__version__, platform.python_version()).set(1)
 
-# Label lookups validate and lock on every call; the children are cached per label set (bounded:
-# methods are normalised, routes are templates, statuses are the ones the application sends).
-_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
-
-
-def _children_of(key: tuple[str, str, int]) -> tuple[Any, Any]:
-    children = _children.get(key)
-    if children is None:
-        method, route, status = key
-        labels = (method, route, str(status))
-        children = _children[key] = (REQUESTS.labels(*labels), LATENCY.labels(*labels))
-    return children
-
 
 def observe(method: str, route: str, status: int, seconds: float) -> None:
     """Count one answered request and its duration."""
     if method not in KNOWN_METHODS:  # any token is a valid method: keep the label set bounded
         method = "OTHER"
-    counter, histogram = _children_of((method, route, status))
-    counter.inc()
-    histogram.observe(seconds)
-
-
-class RequestsInFlight:
-    """Requests being served by this process: a plain counter on the hot path, copied into the
-    gauge when sampled (in multiprocess mode every gauge write is an mmap write)."""
-
-    count = 0
+    # The label set stays bounded: methods are normalised, routes are templates, statuses are the
+    # ones the application sends.
+    REQUESTS.labels(method, route, status).inc()
+    LATENCY.labels(method, route, status).observe(seconds)
 
 
 def sample_pool(db: Database) -> None:
-    """Copy this process' pool state and in-flight count into the metrics."""
-    IN_PROGRESS.set(RequestsInFlight.count)
+    """Copy this process' pool state into the metrics."""
     stats = db.stats()
     POOL_SIZE.set(stats.size)
     POOL_CHECKED_OUT.set(stats.in_use)

@@ -81,7 +81,7 @@ class HeroUpdate(HeroBase):
 
 
 class IdempotencyKey(SQLModel, table=True):
-    """A key sent with a write, and the response stored for its retries (heroes.idempotency).
+    """A key sent with a write, and the response stored for its retries (heroes.domain.idempotency).
 
     Written in the transaction of the write it answers, so a crash keeps both or neither. The
     caller's token is kept only as a SHA-256 digest (``scope``); times are Unix seconds, so the

@@ -241,15 +241,6 @@ class PostgresDatabase(Database):
         finally:
             await self._putconn(conn)
 
-    async def run_alone(self, sql: str, params: Params, *, rows: bool) -> Sequence[Row]:
-        # What connection() + run() do, without a context manager: it costs a single statement,
-        # the most common request, ~2 us (contextlib's generator protocol).
-        conn = await self._getconn()
-        try:
-            return await self.run(conn, sql, params, rows=rows)
-        finally:
-            await self._putconn(conn)
-
     @asynccontextmanager
     async def transaction(self, conn: Connection) -> AsyncIterator[None]:
         try:

@@ -28,8 +28,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql.dml import ReturningDelete, ReturningInsert
 
 from heroes.db import Database, Session
+from heroes.domain.models import IdempotencyKey
 from heroes.errors import DatabaseUnavailable, IdempotencyKeyInFlight, IdempotencyKeyReused
-from heroes.models import IdempotencyKey
 
 logger = logging.getLogger("heroes.idempotency")
 

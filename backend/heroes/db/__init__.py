@@ -25,6 +25,7 @@ from typing import Any
 from sqlalchemy.engine import Dialect
 from sqlalchemy.sql import ClauseElement
 
+from heroes.config import Settings
 from heroes.errors import ConnectionLost
 
 Row = Mapping[str, Any]
@@ -143,3 +144,15 @@ class Session:
             # Its idle siblings most likely died with it (a restart, a failover, a mass kill).
             await self.db.connection_lost()
         return await self.db.run_alone(sql, values, rows=rows)
+
+
+def create_database(settings: Settings) -> Database:
+    """The process' database (PostgreSQL or the embedded SQLite, as the settings say), not yet
+    opened: the lifespan opens it, after gunicorn's fork."""
+    if settings.is_sqlite:
+        from heroes.db.sqlite import SQLiteDatabase
+
+        return SQLiteDatabase(settings)
+    from heroes.db.postgres import PostgresDatabase
+
+    return PostgresDatabase(settings)

@@ -2,12 +2,12 @@
 
 It wraps Starlette's ServerErrorMiddleware (see ``heroes.main.HeroesAPI``), so 413s, 500s and
 every other answer get it all:
-- the request id (heroes.observability): taken from a sane ``X-Request-ID`` or made, set in a
+- the request id (heroes.server.observability): taken from a sane ``X-Request-ID`` or made, set in a
   contextvar (every log line of the request carries it) and returned as ``X-Request-ID``;
-- the body limit (heroes.limits): an invalid or too large Content-Length is refused before
+- the body limit (heroes.server.limits): an invalid or too large Content-Length is refused before
   anything runs, a body without one is counted as it is read;
 - ``Connection: close`` on every answer while the worker drains (heroes.lifecycle);
-- the request's count, duration and access line (heroes.observability).
+- the request's count, duration and access line (heroes.server.observability).
 
 One layer instead of a middleware per concern: the request is read once (one pass over its
 headers) and ``send`` is wrapped once.
@@ -23,11 +23,11 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from heroes import limits, metrics
 from heroes.api.errors import LOGGED_ERROR, error
 from heroes.lifecycle import closing, is_draining
 from heroes.logs import request_id_var
-from heroes.observability import NO_RESPONSE, finished, request_id_from
+from heroes.server import limits, metrics
+from heroes.server.observability import NO_RESPONSE, finished, request_id_from
 
 error_logger = logging.getLogger("heroes.errors")
 
@@ -69,7 +69,7 @@ class Edge:
                 message["headers"] = closing(headers) if is_draining() else headers
             await send(message)
 
-        metrics.RequestsInFlight.count += 1
+        metrics.IN_PROGRESS.inc()
         try:
             refused = limits.refusal(content_length, self.max_body_bytes)
             if refused is not None:
@@ -89,7 +89,7 @@ class Edge:
                     await error(500, "Internal Server Error")(scope, receive, send_with_id)
             # A response that had started cannot be fixed: the server closes the connection.
         finally:
-            metrics.RequestsInFlight.count -= 1
+            metrics.IN_PROGRESS.dec()
             elapsed = perf_counter() - started
             finished(scope, status or NO_RESPONSE, elapsed, user_agent, self.route_paths)
             request_id_var.reset(token)

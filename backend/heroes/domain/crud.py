@@ -3,7 +3,7 @@
 Each is one SQL statement, a Core expression over the SQLModel table. Every statement is built
 once (``functools.cache``) and is its own key in the database's compiled-SQL cache. Only the
 columns of ``HeroPublic`` are ever selected or returned, so ``secret_name`` cannot leak. A write
-runs in the caller's transaction when there is one (heroes.idempotency), else on its own.
+runs in the caller's transaction when there is one (heroes.domain.idempotency), else on its own.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from sqlalchemy import Select, bindparam, delete, insert, select, update
 from sqlalchemy.sql.dml import ReturningDelete, ReturningInsert, ReturningUpdate
 
 from heroes.db import Row, Session
+from heroes.domain.models import INT32_MAX, Hero, HeroCreate, HeroPublic, HeroUpdate
 from heroes.errors import NotFound
-from heroes.models import INT32_MAX, Hero, HeroCreate, HeroPublic, HeroUpdate
 
 HERO = Hero.__table__  # type: ignore[attr-defined]  # SQLModel sets it on table models
 #: The public shape of a hero, from its one definition (HeroPublic): field names and order.
