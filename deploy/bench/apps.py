@@ -24,7 +24,10 @@ from pathlib import Path
 from harness.gunicorn import production_argv, production_env
 
 REPO = Path(__file__).resolve().parents[2]
-BASELINE_DIR = (REPO / ".." / "shared" / "baseline").resolve()
+# ../shared beside the checkout; BENCH_SHARED_DIR names it for a checkout elsewhere (a worktree).
+BASELINE_DIR = (
+    Path(os.environ.get("BENCH_SHARED_DIR", REPO / ".." / "shared")) / "baseline"
+).resolve()
 VENV_BIN = Path(sys.executable).parent
 
 MAX_CONNECTIONS = 15  # per worker: the tutorial's 5 + 10
