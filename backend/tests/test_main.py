@@ -1,18 +1,31 @@
-"""The app factory: routers included as FastAPI includes them (dependency overrides apply,
-options are honoured)."""
+"""The app factory: routers included flat (one route match per request), as FastAPI would
+include them otherwise (dependency overrides, prefixes, the OpenAPI document)."""
 
 from __future__ import annotations
 
 import httpx
 import pytest
 from fastapi import APIRouter, FastAPI, Request
+from fastapi.routing import APIRoute
 
 from heroes.api.deps import get_session
+from heroes.config import Settings
 from heroes.db import Session
+from heroes.main import create_app
 
 from .conftest import asgi_client, create_hero
 
 pytestmark = pytest.mark.anyio
+
+
+async def test_plain_routers_are_flattened_into_the_apps_routes() -> None:
+    app = create_app(Settings(database_url="sqlite:///unused.db"))
+    own = [(route.path, sorted(route.methods or ())) for route in app.router.routes
+           if isinstance(route, APIRoute)]  # fmt: skip
+    assert ("/heroes/{hero_id}", ["GET"]) in own
+    assert ("/heroes/", ["POST"]) in own
+    assert ("/health/ready", ["GET"]) in own
+    assert ("/metrics", ["GET"]) in own
 
 
 async def test_dependency_overrides_apply_to_included_routes(
