@@ -125,3 +125,16 @@ def test_scrape_configs_target_each_replica_on_the_api_port() -> None:
     assert pods["kubernetes_sd_configs"] == [{"role": "pod"}]
     assert pods["relabel_configs"][0]["regex"] == "heroes;api"
     assert pods["relabel_configs"][-1] == {"target_label": "job", "replacement": "api"}
+
+
+def test_multiprocess_mode_buffers_requests_until_the_next_sample(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(metrics, "MULTIPROC_DIR", "/dev/shm/unused")
+    labels = {"method": "GET", "route": "/buffered", "status": "200"}
+    before = REGISTRY.get_sample_value("heroes_http_requests_total", labels) or 0.0
+    metrics.observe("GET", "/buffered", 200, 0.004)
+    metrics.observe("GET", "/buffered", 200, 0.006)
+    assert (REGISTRY.get_sample_value("heroes_http_requests_total", labels) or 0.0) == before
+    metrics.flush()
+    assert REGISTRY.get_sample_value("heroes_http_requests_total", labels) == before + 2

@@ -69,7 +69,7 @@ class Edge:
                 message["headers"] = closing(headers) if is_draining() else headers
             await send(message)
 
-        metrics.IN_PROGRESS.inc()
+        metrics.RequestsInFlight.count += 1
         try:
             refused = limits.refusal(content_length, self.max_body_bytes)
             if refused is not None:
@@ -89,7 +89,7 @@ class Edge:
                     await error(500, "Internal Server Error")(scope, receive, send_with_id)
             # A response that had started cannot be fixed: the server closes the connection.
         finally:
-            metrics.IN_PROGRESS.dec()
+            metrics.RequestsInFlight.count -= 1
             elapsed = perf_counter() - started
             finished(scope, status or NO_RESPONSE, elapsed, user_agent, self.route_paths)
             request_id_var.reset(token)

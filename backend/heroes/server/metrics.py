@@ -15,6 +15,7 @@ import platform
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import anyio.to_thread
 from fastapi import APIRouter, Request, Response
@@ -92,19 +93,69 @@ BUILD_INFO = Gauge(
 )
 BUILD_INFO.labels(__version__, platform.python_version()).set(1)
 
+# Label lookups validate and lock on every call; the children are cached per label set (bounded:
+# methods are normalised, routes are templates, statuses are the ones the application sends).
+_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+
+
+def _children_of(key: tuple[str, str, int]) -> tuple[Any, Any]:
+    children = _children.get(key)
+    if children is None:
+        method, route, status = key
+        labels = (method, route, str(status))
+        children = _children[key] = (REQUESTS.labels(*labels), LATENCY.labels(*labels))
+    return children
+
+
+def _record(key: tuple[str, str, int], seconds: float) -> None:
+    counter, histogram = _children_of(key)
+    counter.inc()
+    histogram.observe(seconds)
+
+
+# Kept for speed (docs/performance.md, "Speed devices"): in multiprocess mode every inc/observe
+# is a locked mmap write, so requests are tallied in memory and written at each sample
+# (POOL_SAMPLE_SECONDS), before a scrape this worker answers, and at shutdown.
+_pending: dict[tuple[str, str, int], list[float]] = {}
+
 
 def observe(method: str, route: str, status: int, seconds: float) -> None:
     """Count one answered request and its duration."""
     if method not in KNOWN_METHODS:  # any token is a valid method: keep the label set bounded
         method = "OTHER"
-    # The label set stays bounded: methods are normalised, routes are templates, statuses are the
-    # ones the application sends.
-    REQUESTS.labels(method, route, status).inc()
-    LATENCY.labels(method, route, status).observe(seconds)
+    key = (method, route, status)
+    if not MULTIPROC_DIR:
+        _record(key, seconds)
+        return
+    durations = _pending.get(key)
+    if durations is None:
+        durations = _pending[key] = []
+    durations.append(seconds)
+
+
+def flush() -> None:
+    """Write the buffered requests into the (shared) metric files."""
+    for key, durations in list(_pending.items()):
+        if not durations:
+            continue
+        _pending[key] = []
+        counter, histogram = _children_of(key)
+        counter.inc(len(durations))
+        for seconds in durations:
+            histogram.observe(seconds)
+
+
+class RequestsInFlight:
+    """Requests being served by this process: a plain counter on the hot path, copied into the
+    gauge when sampled (in multiprocess mode every gauge write is an mmap write)."""
+
+    count = 0
 
 
 def sample_pool(db: Database) -> None:
-    """Copy this process' pool state into the metrics."""
+    """Copy this process' buffered requests, pool state and in-flight count into the metrics."""
+    flush()
+    IN_PROGRESS.set(RequestsInFlight.count)
     stats = db.stats()
     POOL_SIZE.set(stats.size)
     POOL_CHECKED_OUT.set(stats.in_use)
@@ -129,8 +180,11 @@ async def pool_sampler(db: Database, interval: float | None) -> AsyncIterator[No
             await asyncio.sleep(interval)
             sample_pool(db)
 
-    async with background.running(sample_forever(), "pool-sampler"):
-        yield
+    try:
+        async with background.running(sample_forever(), "pool-sampler"):
+            yield
+    finally:
+        flush()  # the last requests of a worker that shuts down still count
 
 
 def render() -> bytes:
