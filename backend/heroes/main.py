@@ -71,8 +71,8 @@ class HeroesAPI(FastAPI):
         """``FastAPI.include_router``, with the routes of a plain router (nothing set at
         inclusion, no startup or shutdown handlers of its own) added to the app's own router, as
         FastAPI did before 0.137: since then an included router is a node of a route tree,
-        matched once to enter it and again inside (~10 us per request, 6 % of a GET one's CPU).
-        The routes keep everything the router gave them (prefix, tags, responses,
+        matched once to enter it and again inside. Kept for speed (docs/performance.md, "Speed
+        devices"). The routes keep everything the router gave them (prefix, tags, responses,
         dependencies); the app's ``dependency_overrides`` apply to them; the OpenAPI document is
         the same, byte for byte."""
         plain = all(type(route) is APIRoute for route in router.routes)
