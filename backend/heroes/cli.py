@@ -9,9 +9,9 @@ from collections.abc import Sequence
 
 from sqlalchemy import create_engine, pool, text
 
-from heroes import migrate
-from heroes.backends.postgres import connect_options
 from heroes.config import Settings, settings_or_exit
+from heroes.db import migrate
+from heroes.db.postgres import connect_options
 from heroes.logs import configure_if_unconfigured, logging_config
 
 

@@ -75,7 +75,7 @@ class Settings(BaseSettings):
     build_version: str = ""  # empty: the installed package's version
     build_revision: str = "unknown"
     # How long an Idempotency-Key's answer is kept for replay, and how often expired ones are
-    # purged (heroes.idempotency).
+    # purged (heroes.domain.idempotency).
     idempotency_ttl_s: int = Field(default=86400, ge=60, le=30 * 86400)
     idempotency_purge_interval_s: float = Field(default=300.0, gt=0, le=86400)
 

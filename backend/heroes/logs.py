@@ -2,7 +2,7 @@
 (readable text instead when a person watches: ``LOG_FORMAT=auto`` on a terminal, or ``plain``).
 
 Every record logged while a request is being served carries that request's id: the outermost
-ASGI layer, :mod:`heroes.edge`, sets :data:`request_id_var`, :class:`RequestIdFilter` (on the
+ASGI layer, :mod:`heroes.server.edge`, sets :data:`request_id_var`, :class:`RequestIdFilter` (on the
 handler) copies it onto the record. ``logging_config`` is the one ``dictConfig`` for gunicorn's
 ``logconfig_dict``, ``heroes serve`` (uvicorn's ``log_config``) and the CLI.
 """
@@ -34,7 +34,7 @@ __all__ = [
 #: The id of the request being served in this context (None outside a request).
 request_id_var: ContextVar[str | None] = ContextVar("heroes_request_id", default=None)
 
-#: Logger of the access lines heroes.edge writes (uvicorn's and gunicorn's own are off).
+#: Logger of the access lines heroes.server.edge writes (uvicorn's and gunicorn's own are off).
 ACCESS_LOGGER = "heroes.access"
 
 LEVELS = ("critical", "error", "warning", "info", "debug")
@@ -79,7 +79,7 @@ class JsonFormatter(logging.Formatter):
         request_id = getattr(record, "request_id", None)
         if request_id is not None:
             payload["request_id"] = request_id
-        trace_id = getattr(record, "trace_id", None)  # heroes.tracing, when traces are on
+        trace_id = getattr(record, "trace_id", None)  # heroes.server.tracing, when traces are on
         if trace_id is not None:
             payload["trace_id"] = trace_id
             payload["span_id"] = getattr(record, "span_id", None)
@@ -122,7 +122,8 @@ def logging_config(
     Everything goes to one stdout handler. gunicorn's loggers get it explicitly (gunicorn turns
     their propagation off; uvicorn_worker copies gunicorn.error's handlers to uvicorn.error).
     uvicorn's and gunicorn's access loggers get no handler: the access line is written by
-    heroes.edge on ``heroes.access``, inside the request context, so it carries the request id.
+    heroes.server.edge on ``heroes.access``, inside the request context, so it carries the
+    request id.
     ``access_log=False`` silences those lines.
     """
     level = known_level(level)

@@ -13,16 +13,18 @@ from fastapi.routing import APIRoute
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
-from heroes import __version__, idempotency, metrics, tracing
+from heroes import __version__
 from heroes.api import health, heroes
+from heroes.api.docs import add_docs, add_edge_answers
+from heroes.api.errors import register_error_handlers
 from heroes.api.methods import add_method_not_allowed
 from heroes.api.responses import DESCRIPTION
-from heroes.backends import create_database
 from heroes.config import Settings, get_settings
-from heroes.docs import add_docs, add_edge_answers
-from heroes.edge import Edge
-from heroes.errors import register_error_handlers
-from heroes.migrate import SchemaExpectation
+from heroes.db import create_database
+from heroes.db.migrate import SchemaExpectation
+from heroes.domain import idempotency
+from heroes.server import background, metrics, tracing
+from heroes.server.edge import Edge
 
 #: What an APIRoute keeps of its add_api_route arguments (all of them but path and endpoint).
 ROUTE_OPTIONS = tuple(
@@ -42,19 +44,18 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     await app.state.db.open()
     app.state.schema = SchemaExpectation.of(settings)
     app.state.keys_in_flight = idempotency.KeysInFlight()
-    # Everything imported and built so far lives as long as the process: move it out of the
-    # collector's reach, so full collections scan only request garbage (shorter GC pauses).
+    # Kept for speed (docs/performance.md, "Speed devices"): start-up objects out of the
+    # collector's reach, and young collections rarer, since a request's objects die by refcount.
     gc.freeze()
-    # A request's objects die by reference counting when it ends; with ~16 requests in flight
-    # their live objects alone pass the default 700-allocation mark, so the young generation was
-    # collected every ~10 requests for nothing: 3.0-3.5 % of a worker's CPU under GET load,
-    # 0.9 % with this threshold (gc.callbacks timing in the benchmark's workers).
     gc.set_threshold(YOUNG_GC_THRESHOLD, *gc.get_threshold()[1:])
     interval = metrics.POOL_SAMPLE_SECONDS if metrics.MULTIPROC_DIR else None
     try:
         async with (
             metrics.pool_sampler(app.state.db, interval),
-            idempotency.purging(app.state.db, settings.idempotency_purge_interval_s),
+            background.running(
+                idempotency.purge_forever(app.state.db, settings.idempotency_purge_interval_s),
+                "idempotency-purge",
+            ),
         ):
             yield
     finally:
@@ -62,7 +63,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 
 class HeroesAPI(FastAPI):
-    """FastAPI with heroes.edge outside everything, even outside Starlette's
+    """FastAPI with heroes.server.edge outside everything, even outside Starlette's
     ServerErrorMiddleware (``add_middleware`` can only go inside it): a 500 gets a request id and
     is counted like any other answer; and routers included flat."""
 
@@ -70,8 +71,8 @@ class HeroesAPI(FastAPI):
         """``FastAPI.include_router``, with the routes of a plain router (nothing set at
         inclusion, no startup or shutdown handlers of its own) added to the app's own router, as
         FastAPI did before 0.137: since then an included router is a node of a route tree,
-        matched once to enter it and again inside (~10 us per request, 6 % of a GET one's CPU).
-        The routes keep everything the router gave them (prefix, tags, responses,
+        matched once to enter it and again inside. Kept for speed (docs/performance.md, "Speed
+        devices"). The routes keep everything the router gave them (prefix, tags, responses,
         dependencies); the app's ``dependency_overrides`` apply to them; the OpenAPI document is
         the same, byte for byte."""
         plain = all(type(route) is APIRoute for route in router.routes)
@@ -104,7 +105,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description=DESCRIPTION,
         lifespan=lifespan,
         telemetry=tracing.TELEMETRY,
-        # FastAPI's own pages load their assets from CDNs: heroes.docs serves them itself.
+        # FastAPI's own pages load their assets from CDNs: heroes.api.docs serves them itself.
         docs_url=None,
         redoc_url=None,
         openapi_url="/openapi.json" if docs else None,

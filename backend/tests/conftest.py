@@ -17,8 +17,8 @@ import pytest
 from fastapi import FastAPI
 
 from harness.postgres import PostgresServer, create_database
-from heroes import migrate
 from heroes.config import Settings
+from heroes.db import migrate
 from heroes.lifecycle import reset_draining
 from heroes.main import create_app
 

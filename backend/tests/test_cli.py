@@ -17,8 +17,9 @@ import pytest
 
 from harness.gunicorn import BIN, SERVICE_VARS
 from harness.procs import free_port
-from heroes import cli, migrate
+from heroes import cli
 from heroes.config import get_settings
+from heroes.db import migrate
 from heroes.logs import logging_config
 
 

@@ -10,7 +10,8 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy import Column, Integer, MetaData, String, Table, bindparam, insert, select, text
 
-from heroes.db import Database, Session, ValueRejected
+from heroes.db import Database, Session
+from heroes.errors import ValueRejected
 
 pytestmark = pytest.mark.anyio
 

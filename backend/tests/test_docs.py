@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from heroes import docs
+from heroes.api import docs
 from heroes.config import Settings
 from heroes.main import create_app
 

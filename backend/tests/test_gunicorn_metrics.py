@@ -16,12 +16,12 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from heroes import __version__
-from heroes.metrics import POOL_SAMPLE_SECONDS
+from heroes.server.metrics import POOL_SAMPLE_SECONDS
 
 from .gunicorn_server import Gunicorn
 
 WORKERS = 3
-POOL_SIZE = 1  # SQLite: one connection per worker process (heroes.backends.sqlite)
+POOL_SIZE = 1  # SQLite: one connection per worker process (heroes.db.sqlite)
 FOUND = 45  # GET /heroes/{id} of the hero created first: 200
 MISSING = 45  # GET /heroes/{id} of ids that do not exist: 404
 N = FOUND + MISSING
@@ -189,7 +189,7 @@ def test_migrate_logs_json_too(run: Run) -> None:
 
 
 FAILING_APP = """
-from heroes import crud
+from heroes.domain import crud
 from heroes.main import create_app as production_app
 
 

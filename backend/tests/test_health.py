@@ -10,9 +10,9 @@ from fastapi import FastAPI
 
 from heroes import __version__
 from heroes.api import health
+from heroes.db.migrate import SchemaExpectation
 from heroes.lifecycle import begin_draining
 from heroes.main import create_app
-from heroes.migrate import SchemaExpectation
 
 from .conftest import asgi_client as _client
 from .conftest import make_settings

@@ -15,11 +15,12 @@ import httpx
 import orjson
 import pytest
 from fastapi import FastAPI
-from sqlalchemy import func, select
+from sqlalchemy import func, insert, select
 
-from heroes import answers, crud, idempotency
 from heroes.config import Settings
-from heroes.db import ConnectionLost, Session
+from heroes.db import Session
+from heroes.domain import crud, idempotency
+from heroes.errors import ConnectionLost
 
 from .conftest import asgi_client, create_hero, running_app
 
@@ -39,7 +40,7 @@ async def names(client: httpx.AsyncClient) -> list[str]:
 
 
 async def stored_answers(app: FastAPI) -> list[dict[str, Any]]:
-    rows = await Session(app.state.db).fetch_all(select(answers.ANSWER))
+    rows = await Session(app.state.db).fetch_all(select(idempotency.KEY))
     return [dict(row) for row in rows]
 
 
@@ -171,12 +172,12 @@ async def test_retry_while_the_first_is_in_flight_is_409(
     assert await names(client) == ["Deadpond"]
 
 
-async def test_a_duplicate_that_overtakes_the_first_in_another_worker_wins(
+async def test_a_duplicate_in_another_worker_waits_for_the_first_and_replays_it(
     settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Two app instances = two workers with their own pools. The first is held before its
-    write; the duplicate stores its answer first; the first then finds the key taken (its write
-    undone with the refused answer) and replays the duplicate's answer."""
+    """Two app instances = two workers with their own pools. The first has claimed the key and
+    is held before its write; the duplicate waits for the first's transaction (the key's row
+    lock; on SQLite the write lock), then replays its answer."""
     stall = Stall(monkeypatch, "create_hero")
     async with (
         running_app(settings) as one,
@@ -186,13 +187,15 @@ async def test_a_duplicate_that_overtakes_the_first_in_another_worker_wins(
     ):
         first = asyncio.create_task(post(first_worker, "k1"))
         await asyncio.wait_for(stall.entered.wait(), 5)
-        duplicate = await post(second_worker, "k1")
+        duplicate = asyncio.create_task(post(second_worker, "k1"))
+        await asyncio.sleep(0.2)
+        assert not duplicate.done()
         stall.release.set()
-        overtaken = await first
-        assert duplicate.status_code == overtaken.status_code == 200
-        assert REPLAYED not in duplicate.headers
-        assert overtaken.headers[REPLAYED] == "true"
-        assert overtaken.content == duplicate.content
+        original, replayed = await first, await duplicate
+        assert original.status_code == replayed.status_code == 200
+        assert REPLAYED not in original.headers
+        assert replayed.headers[REPLAYED] == "true"
+        assert replayed.content == original.content
         assert await names(first_worker) == ["Deadpond"]
 
 
@@ -416,7 +419,7 @@ async def test_an_expired_key_is_processed_afresh(
     ):
         first = await post(client, "k1")
         later = time.time() + 61
-        monkeypatch.setattr(time, "time", lambda: later)  # what heroes.idempotency reads
+        monkeypatch.setattr(time, "time", lambda: later)  # what heroes.domain.idempotency reads
         again = await post(client, "k1")
         assert again.status_code == 200
         assert REPLAYED not in again.headers
@@ -427,7 +430,7 @@ async def test_an_expired_key_is_processed_afresh(
 
 async def store(session: Session, key: str, *, expires_at: int) -> None:
     answer = {"scope": "", "key": key, "fingerprint": "f", "status": 200, "body": "{}"}
-    await session.execute(answers._insert(), {**answer, "expires_at": expires_at})
+    await session.execute(insert(idempotency.KEY), {**answer, "expires_at": expires_at})
 
 
 async def test_purge_deletes_expired_answers_in_batches(app: FastAPI) -> None:
@@ -458,7 +461,7 @@ async def test_answers_count_is_one_per_key(app: FastAPI, client: httpx.AsyncCli
         await post(client, "k1")
         await post(client, "k2")
     rows = await Session(app.state.db).fetch_all(
-        select(func.count().label("n")).select_from(answers.ANSWER)
+        select(func.count().label("n")).select_from(idempotency.KEY)
     )
     assert rows[0]["n"] == 2
 

@@ -6,8 +6,8 @@ import pytest
 from starlette.exceptions import HTTPException
 from starlette.types import Message, Receive, Scope, Send
 
-from heroes.edge import Edge
-from heroes.limits import counted
+from heroes.server.edge import Edge
+from heroes.server.limits import counted
 
 pytestmark = pytest.mark.anyio
 

@@ -15,10 +15,11 @@ from fastapi import FastAPI
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
-from heroes import __version__, metrics
-from heroes.backends.postgres import PostgresDatabase
+from heroes import __version__
 from heroes.config import Settings
 from heroes.db import Database
+from heroes.db.postgres import PostgresDatabase
+from heroes.server import metrics
 
 from .conftest import running_app
 

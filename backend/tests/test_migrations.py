@@ -12,7 +12,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine, inspect, text
 
 from harness.postgres import create_database
-from heroes import migrate
+from heroes.db import migrate
 
 from .conftest import make_settings
 

@@ -11,11 +11,12 @@ from fastapi import FastAPI
 from prometheus_client import REGISTRY
 from starlette.types import Message, Receive, Scope, Send
 
-from heroes import crud, metrics
-from heroes.db import ValueRejected
-from heroes.edge import Edge
+from heroes.domain import crud
+from heroes.errors import ValueRejected
 from heroes.lifecycle import begin_draining
-from heroes.observability import _Ids, new_request_id
+from heroes.server import metrics
+from heroes.server.edge import Edge
+from heroes.server.observability import _Ids, new_request_id
 
 from .logcapture import capture_logs
 

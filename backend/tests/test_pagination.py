@@ -13,7 +13,7 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 
-from heroes.pagination import encode_cursor
+from heroes.domain.pagination import encode_cursor
 
 from .conftest import create_hero
 

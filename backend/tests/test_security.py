@@ -6,8 +6,8 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
+from heroes.api.security import token_is_valid
 from heroes.config import Settings
-from heroes.security import token_is_valid
 
 pytestmark = pytest.mark.anyio
 

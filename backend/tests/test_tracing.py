@@ -21,7 +21,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 from opentelemetry.proto.trace.v1.trace_pb2 import Span as ProtoSpan
 
-from heroes import tracing
+from heroes.server import tracing
 
 from .gunicorn_server import Gunicorn
 

@@ -18,13 +18,16 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from harness.gunicorn import production_argv, production_env
 
 REPO = Path(__file__).resolve().parents[2]
-BASELINE_DIR = (REPO / ".." / "shared" / "baseline").resolve()
+# ../shared beside the checkout; BENCH_SHARED_DIR names it for a checkout elsewhere (a worktree).
+BASELINE_DIR = (
+    Path(os.environ.get("BENCH_SHARED_DIR", REPO / ".." / "shared")) / "baseline"
+).resolve()
 VENV_BIN = Path(sys.executable).parent
 
 MAX_CONNECTIONS = 15  # per worker: the tutorial's 5 + 10
@@ -94,7 +97,7 @@ def heroes(port: int, db_url: str, workdir: Path, extra: dict[str, str] | None =
     """(b) heroes with its production gunicorn config; only the pool settings are aligned.
     ``extra`` (bench --heroes-env) overrides settings for experiments."""
     metrics_dir = workdir / "heroes-metrics"
-    metrics_dir.mkdir(exist_ok=True)
+    metrics_dir.mkdir(parents=True, exist_ok=True)
     settings = {
         "DATABASE_URL": db_url,
         "LOG_LEVEL": "warning",
@@ -110,6 +113,19 @@ def heroes(port: int, db_url: str, workdir: Path, extra: dict[str, str] | None =
         argv=production_argv(),
         env=env,
         cwd=REPO,
+    )
+
+
+def heroes_ref(port: int, db_url: str, workdir: Path, source: Path) -> AppSpec:
+    """(b) from another source tree (``source``/backend first on the path): the other side of
+    an A/B, served and seeded exactly as heroes."""
+    spec = heroes(port, db_url, workdir / "ref")
+    backend = str(source.resolve() / "backend")
+    return replace(
+        spec,
+        key="heroes-ref",
+        title=f"(b) heroes from {source}",
+        env=spec.env | {"PYTHONPATH": backend},
     )
 
 

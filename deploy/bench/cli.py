@@ -89,6 +89,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "measure one setting; the report lists it",
     )
     parser.add_argument(
+        "--heroes-ref",
+        type=Path,
+        metavar="DIR",
+        help="also serve heroes from another source tree (DIR/backend, e.g. `git archive` of "
+        "the commit before a change) as the app heroes-ref, interleaved with heroes: an A/B "
+        "of a code change; use with --no-readme",
+    )
+    parser.add_argument(
         "--ceiling-mode",
         choices=("async", "sync", "both"),
         help="which raw implementation(s) to serve as the ceiling (default: both, quick: async)",
@@ -183,6 +191,9 @@ def build_specs(
         elif app == "heroes":
             url = cluster.url("bench_heroes")
             specs.append(apps.heroes(free_port(), url, workdir, heroes_env(args)))
+            if args.heroes_ref is not None:
+                url = cluster.url("bench_heroes_ref")
+                specs.append(apps.heroes_ref(free_port(), url, workdir, args.heroes_ref))
         else:
             mode = args.ceiling_mode or (QUICK_CEILING_MODE if args.quick else "both")
             for variant in ["async", "sync"] if mode == "both" else [mode]:

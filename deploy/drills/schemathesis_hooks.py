@@ -18,7 +18,7 @@ from typing import Any
 import schemathesis
 from schemathesis.generation.modes import GenerationMode
 
-from heroes.pagination import encode_cursor
+from heroes.domain.pagination import encode_cursor
 
 
 @schemathesis.hook

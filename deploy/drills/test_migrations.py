@@ -19,7 +19,7 @@ TITLE = "Concurrent migrations on an empty database"
 RUNNERS = 5
 
 HEAD = (
-    "from heroes.config import Settings; from heroes.migrate import head_revision; "
+    "from heroes.config import Settings; from heroes.db.migrate import head_revision; "
     "print(head_revision(Settings(database_url='sqlite://')))"
 )
 
@@ -53,7 +53,7 @@ def test_concurrent_migrations(empty_database: Context, result: DrillResult) -> 
     hero_tables = stack.psql("SELECT count(*) FROM pg_tables WHERE tablename = 'hero'")
     steps = stack.docker(
         "run", "--rm", "--network", "none", "--entrypoint", "python", stack.image, "-c",
-        "from heroes.config import Settings; from heroes.migrate import alembic_config; "
+        "from heroes.config import Settings; from heroes.db.migrate import alembic_config; "
         "from alembic.script import ScriptDirectory; "
         "print(len(list(ScriptDirectory.from_config(alembic_config("
         "Settings(database_url='sqlite://'))).walk_revisions())))",

@@ -1,5 +1,5 @@
 """What routes declare they need, as ``Annotated`` aliases: ``SessionDep`` (the request's
-database access) and ``IdempotencyDep`` (the ``Idempotency-Key`` header, heroes.idempotency)."""
+database access) and ``IdempotencyDep`` (the ``Idempotency-Key`` header, heroes.api.idempotency)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from heroes.api.idempotency import IdempotencyDep
 from heroes.db import Session
-from heroes.idempotency import IdempotencyDep
 
 __all__ = ["IdempotencyDep", "SessionDep", "get_session"]
 

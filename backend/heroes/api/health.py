@@ -10,9 +10,10 @@ from starlette.datastructures import State
 
 from heroes import __version__
 from heroes.config import Settings
-from heroes.db import DatabaseUnavailable, SchemaMissing, Session
+from heroes.db import Session
+from heroes.db.migrate import SchemaExpectation, current_revision
+from heroes.errors import DatabaseUnavailable, SchemaMissing
 from heroes.lifecycle import is_draining
-from heroes.migrate import SchemaExpectation, current_revision
 
 router = APIRouter(prefix="/health", tags=["health"])
 

@@ -1,4 +1,4 @@
-"""The hero routes: thin, the queries live in heroes.crud.
+"""The hero routes: thin, the queries live in heroes.domain.crud.
 
 The query functions return exactly the fields of ``HeroPublic`` (the ``response_model``), which
 the routes send as JSON; backend/tests/test_openapi_conformance.py proves every body matches
@@ -13,14 +13,14 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
-from heroes import crud
 from heroes.api.deps import IdempotencyDep, SessionDep
+from heroes.api.idempotency import RESPONSES as IDEMPOTENT
+from heroes.api.idempotency import once
 from heroes.api.responses import COMMON, PAGED, json_response, not_found
+from heroes.api.security import protection
 from heroes.config import Settings
-from heroes.errors import CursorInvalid
-from heroes.idempotency import RESPONSES as IDEMPOTENT
-from heroes.idempotency import once
-from heroes.models import (
+from heroes.domain import crud
+from heroes.domain.models import (
     INT32_MAX,
     INT64_MAX,
     TEXT_MAX,
@@ -29,8 +29,8 @@ from heroes.models import (
     HeroUpdate,
     StorableText,
 )
-from heroes.pagination import decode_cursor, next_link
-from heroes.security import protection
+from heroes.domain.pagination import decode_cursor, next_link
+from heroes.errors import CursorInvalid
 
 NOT_FOUND = not_found("Hero")
 CURSOR_DESCRIPTION = (
@@ -41,7 +41,7 @@ CURSOR_DESCRIPTION = (
 
 def router(settings: Settings) -> APIRouter:
     """The hero routes. Built per app: whether reads or writes need a bearer token is a setting
-    (heroes.security), and an unprotected route gets no dependency at all."""
+    (heroes.api.security), and an unprotected route gets no dependency at all."""
     reads = protection(settings, writes=False)
     writes = protection(settings, writes=True)
     router = APIRouter(prefix="/heroes", tags=["heroes"], responses=COMMON)

@@ -8,7 +8,7 @@ from typing import Any
 from fastapi.responses import Response
 from pydantic import BaseModel
 
-from heroes.answers import encode
+from heroes.domain.idempotency import encode
 
 #: The schema's description: what no single operation can say (405 belongs to no operation).
 DESCRIPTION = """
@@ -85,5 +85,5 @@ def not_found(resource: str) -> Responses:
 
 
 def json_response(content: Any) -> Response:
-    """A JSON body as the routes send it (and as stored answers keep it: heroes.answers)."""
+    """A JSON body as the routes send it (and as heroes.domain.idempotency stores it)."""
     return Response(encode(content), media_type="application/json")

@@ -9,11 +9,11 @@ from fastapi import APIRouter, Query
 from fastapi.responses import Response
 
 from heroes.api.deps import IdempotencyDep, SessionDep
+from heroes.api.idempotency import RESPONSES as IDEMPOTENT
+from heroes.api.idempotency import once
 from heroes.api.responses import COMMON, json_response, not_found
+from heroes.api.security import protection
 from heroes.config import Settings
-from heroes.idempotency import RESPONSES as IDEMPOTENT
-from heroes.idempotency import once
-from heroes.security import protection
 
 from . import crud
 from .models import TeamCreate, TeamPublic, TeamUpdate

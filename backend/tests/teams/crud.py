@@ -1,5 +1,5 @@
-"""The team queries (as heroes/crud.py): one Core statement each, built once, only the public
-columns returned; writes store an Idempotency-Key's answer in their own transaction."""
+"""The team queries (as heroes/domain/crud.py): one Core statement each, built once, only the public
+columns returned."""
 
 from __future__ import annotations
 
@@ -9,10 +9,9 @@ from typing import Any
 from sqlalchemy import Select, bindparam, delete, insert, select, update
 from sqlalchemy.sql.dml import ReturningDelete, ReturningInsert, ReturningUpdate
 
-from heroes.answers import Answer, answering
 from heroes.db import Row, Session
+from heroes.domain.models import INT32_MAX
 from heroes.errors import NotFound
-from heroes.models import INT32_MAX
 
 from .models import Team, TeamCreate, TeamPublic, TeamUpdate
 
@@ -65,16 +64,11 @@ def _known_id(team_id: int) -> int:
     return team_id
 
 
-async def create_team(
-    *, session: Session, team_in: TeamCreate, answer: Answer | None = None
-) -> PublicTeam:
+async def create_team(*, session: Session, team_in: TeamCreate) -> PublicTeam:
     params = {"name": team_in.name, "headquarters": team_in.headquarters}
-    async with answering(session, answer) as store:
-        row = await session.fetch_one(_insert(), params)
-        assert row is not None
-        team = public(row)
-        await store(team)
-    return team
+    row = await session.fetch_one(_insert(), params)
+    assert row is not None
+    return public(row)
 
 
 async def list_teams(*, session: Session, offset: int, limit: int) -> list[PublicTeam]:
@@ -89,30 +83,20 @@ async def get_team(*, session: Session, team_id: int) -> PublicTeam:
     return public(row)
 
 
-async def update_team(
-    *, session: Session, team_id: int, team_in: TeamUpdate, answer: Answer | None = None
-) -> PublicTeam:
+async def update_team(*, session: Session, team_id: int, team_in: TeamUpdate) -> PublicTeam:
     changes = team_in.model_dump(exclude_unset=True)
     if not changes:
         return await get_team(session=session, team_id=team_id)
     columns = tuple(sorted(changes))
     params = {f"new_{column}": changes[column] for column in columns}
     params["team_id"] = _known_id(team_id)
-    async with answering(session, answer) as store:
-        row = await session.fetch_one(_update(columns), params)
-        if row is None:
-            raise not_found()
-        team = public(row)
-        await store(team)
-    return team
+    row = await session.fetch_one(_update(columns), params)
+    if row is None:
+        raise not_found()
+    return public(row)
 
 
-async def delete_team(
-    *, session: Session, team_id: int, answer: Answer | None = None
-) -> dict[str, bool]:
-    params = {"team_id": _known_id(team_id)}
-    async with answering(session, answer) as store:
-        if await session.fetch_one(_delete(), params) is None:
-            raise not_found()
-        await store(DELETED)
+async def delete_team(*, session: Session, team_id: int) -> dict[str, bool]:
+    if await session.fetch_one(_delete(), {"team_id": _known_id(team_id)}) is None:
+        raise not_found()
     return DELETED

@@ -1,11 +1,11 @@
-"""The Team model family (as heroes/models.py: a table model and its API shapes)."""
+"""The Team model family (as heroes/domain/models.py: a table model and its API shapes)."""
 
 from __future__ import annotations
 
 from sqlalchemy import MetaData
 from sqlmodel import Field, SQLModel
 
-from heroes.models import TEXT_MAX, StorableText
+from heroes.domain.models import TEXT_MAX, StorableText
 
 
 class TeamsModel(SQLModel):

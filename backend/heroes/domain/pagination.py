@@ -16,8 +16,8 @@ import struct
 from collections.abc import Mapping
 from urllib.parse import quote, urlencode
 
+from heroes.domain.models import INT32_MAX
 from heroes.errors import CursorInvalid
-from heroes.models import INT32_MAX
 
 VERSION = 1
 _PAYLOAD = struct.Struct(">BQ")  # version, last id of the page

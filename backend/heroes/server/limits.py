@@ -6,7 +6,7 @@ from __future__ import annotations
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive
 
-from heroes.errors import error
+from heroes.api.errors import error
 
 TOO_LARGE = "Request body too large"
 

@@ -8,10 +8,10 @@ from alembic import context
 from sqlalchemy import Connection, create_engine, pool, text
 from sqlmodel import SQLModel
 
-from heroes import models  # noqa: F401  (registers the tables on SQLModel.metadata)
-from heroes.backends.postgres import connect_options
 from heroes.config import Settings, get_settings
-from heroes.migrate import ADVISORY_LOCK_KEY
+from heroes.db.migrate import ADVISORY_LOCK_KEY
+from heroes.db.postgres import connect_options
+from heroes.domain import models  # noqa: F401  (registers the tables on SQLModel.metadata)
 
 config = context.config
 if config.config_file_name and not config.attributes.get("settings"):

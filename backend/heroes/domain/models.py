@@ -80,8 +80,8 @@ class HeroUpdate(HeroBase):
     )
 
 
-class IdempotencyRecord(SQLModel, table=True):
-    """The stored answer to a request sent with an ``Idempotency-Key`` (heroes.idempotency).
+class IdempotencyKey(SQLModel, table=True):
+    """A key sent with a write, and the response stored for its retries (heroes.domain.idempotency).
 
     Written in the transaction of the write it answers, so a crash keeps both or neither. The
     caller's token is kept only as a SHA-256 digest (``scope``); times are Unix seconds, so the

@@ -31,8 +31,9 @@ from prometheus_client import (
 )
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from heroes import __version__, background
+from heroes import __version__
 from heroes.db import Database
+from heroes.server import background
 
 MULTIPROC_DIR = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
 if MULTIPROC_DIR:  # gunicorn's on_starting creates it; `heroes` under a bare uvicorn may not
@@ -112,13 +113,9 @@ def _record(key: tuple[str, str, int], seconds: float) -> None:
     histogram.observe(seconds)
 
 
-# In multiprocess mode every inc/observe is a locked mmap write: the durations of requests are
-# kept in memory and written at each sample (POOL_SAMPLE_SECONDS), before a scrape this worker
-# answers, and at shutdown, through prometheus_client's public API (one counter write per route
-# and status, then the histogram's observe per request). Other workers' counts in a scrape are
-# at most that old. Measured per request: 2.6 us written at once; buffered, 0.14 us in the request
-# and 1.8 us at the flush (a tally written into the histogram's private fields cost 0.2 us in
-# all: public API over those 1.6 us).
+# Kept for speed (docs/performance.md, "Speed devices"): in multiprocess mode every inc/observe
+# is a locked mmap write, so requests are tallied in memory and written at each sample
+# (POOL_SAMPLE_SECONDS), before a scrape this worker answers, and at shutdown.
 _pending: dict[tuple[str, str, int], list[float]] = {}
 
 

@@ -42,18 +42,9 @@ from psycopg.rows import DictRow, dict_row
 from psycopg_pool import AsyncConnectionPool, PoolTimeout, TooManyRequests
 from sqlalchemy.dialects import postgresql
 
-from heroes.backends.handoff import Handoff
 from heroes.config import Settings
-from heroes.db import (
-    ConnectionLost,
-    Database,
-    DatabaseUnavailable,
-    Params,
-    PoolStats,
-    Row,
-    SchemaMissing,
-    ValueRejected,
-)
+from heroes.db import Database, Params, PoolStats, Row
+from heroes.errors import ConnectionLost, DatabaseUnavailable, SchemaMissing, ValueRejected
 
 Connection = psycopg.AsyncConnection[DictRow]
 IDLE = TransactionStatus.IDLE
@@ -66,9 +57,6 @@ UNAVAILABLE_CLASSES = frozenset({"08", "53", "57"})
 #: Seconds a request waits for a sweep of the idle connections before it goes on: a sweep of
 #: connections to a silent server would take as long as the network timeout allows.
 SWEEP_WAIT = 1.0
-#: Seconds between two hand-backs of the worker's idle connections to psycopg_pool (see
-#: heroes.backends.handoff).
-HAND_BACK_SECONDS = 1.0
 
 
 def connect_options(settings: Settings, *, statement_timeout: bool = True) -> dict[str, Any]:
@@ -187,9 +175,6 @@ class PostgresDatabase(Database):
         self.dialect = postgresql.psycopg.dialect()  # type: ignore[no-untyped-call]
         self._sweep: asyncio.Task[None] | None = None
         self._in_use = 0  # the pool counts connections being opened as in use too
-        self._handoff: Handoff[Connection] = Handoff()
-        self._pre_ping = settings.db_pool_pre_ping
-        self._hand_back: asyncio.Task[None] | None = None
         self.pool: AsyncConnectionPool[Connection] = AsyncConnectionPool(
             conninfo(settings),
             connection_class=_bounded_connection_class(
@@ -210,27 +195,11 @@ class PostgresDatabase(Database):
         # Not waiting: a database that is down at start-up must not keep the API from starting
         # (liveness stays up, readiness says why).
         await self.pool.open(wait=False)
-        self._hand_back = asyncio.get_running_loop().create_task(self._hand_back_forever())
 
     async def close(self) -> None:
-        if self._hand_back is not None:
-            self._hand_back.cancel()
         if self._sweep is not None:
             self._sweep.cancel()
-        await self._give_back_idle()
         await self.pool.close(timeout=2.0)
-
-    async def _hand_back_forever(self) -> None:
-        # psycopg_pool sees every connection left idle within HAND_BACK_SECONDS, so its
-        # max_idle, max_lifetime and shrinking apply as they would without the handoff.
-        while True:
-            await asyncio.sleep(HAND_BACK_SECONDS)
-            with suppress(Exception):
-                await self._give_back_idle()
-
-    async def _give_back_idle(self) -> None:
-        for conn in self._handoff.take_all():
-            await self.pool.putconn(conn)
 
     async def _check(self, conn: Connection) -> None:
         if not _server_hung_up(conn):
@@ -244,7 +213,6 @@ class PostgresDatabase(Database):
 
     async def sweep(self) -> None:
         """Test every idle connection now (one sweep at a time, shared by all who ask)."""
-        await self._give_back_idle()  # pool.check() covers the idle connections it holds
         if self._sweep is None or self._sweep.done():
             self._sweep = asyncio.get_running_loop().create_task(self.pool.check())
         with suppress(Exception):  # TimeoutError included: the sweep itself goes on
@@ -252,72 +220,24 @@ class PostgresDatabase(Database):
                 await asyncio.shield(self._sweep)
 
     async def _getconn(self) -> Connection:
-        conn = await self._take()
+        try:
+            conn = await self.pool.getconn()
+        except (PoolTimeout, TooManyRequests) as exc:
+            raise DatabaseUnavailable(
+                f"no database connection within {self.pool.timeout}s"
+            ) from exc
         self._in_use += 1
         return conn
 
-    async def _take(self) -> Connection:
-        handoff = self._handoff
-        deadline = monotonic() + self.pool.timeout
-        while True:
-            if handoff.idle:
-                conn = handoff.idle.pop()
-                if not (self._pre_ping and _server_hung_up(conn)):
-                    return conn
-                # As the pool's check does: close it, and its siblings most likely died too.
-                await conn.close()
-                await self._to_pool(conn)  # which discards and replaces a closed connection
-                await self.sweep()
-                continue
-            if handoff.held < self.pool.max_size:
-                break  # the pool has a connection, or room to open one
-            # Every connection is with this worker's requests: the next one given back is ours.
-            try:
-                conn_or_none = await handoff.wait(deadline - monotonic())
-            except TimeoutError:
-                raise self._no_connection() from PoolTimeout("no connection given back in time")
-            if conn_or_none is not None:
-                return conn_or_none
-        handoff.held += 1
-        try:
-            return await self.pool.getconn(timeout=max(deadline - monotonic(), 0.001))
-        except BaseException as exc:
-            handoff.held -= 1
-            if isinstance(exc, PoolTimeout | TooManyRequests):
-                raise self._no_connection() from exc
-            raise
-
-    def _no_connection(self) -> DatabaseUnavailable:
-        return DatabaseUnavailable(f"no database connection within {self.pool.timeout}s")
-
     async def _putconn(self, conn: Connection) -> None:
         self._in_use -= 1
-        if conn.closed or conn.pgconn.transaction_status != IDLE or self.pool.closed:
-            await self._to_pool(conn)  # psycopg_pool rolls back, discards or closes it
-        else:
-            self._handoff.give(conn)
-
-    async def _to_pool(self, conn: Connection) -> None:
-        self._handoff.held -= 1
-        try:
-            await self.pool.putconn(conn)
-        finally:
-            self._handoff.wake_one()
+        await self.pool.putconn(conn)  # psycopg_pool rolls back, discards or closes it as needed
 
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[Connection]:
         conn = await self._getconn()
         try:
             yield conn
-        finally:
-            await self._putconn(conn)
-
-    async def run_alone(self, sql: str, params: Params, *, rows: bool) -> Sequence[Row]:
-        # What connection() + run() do, without a context manager: it costs a single statement,
-        # the most common request, ~2 us (contextlib's generator protocol).
-        conn = await self._getconn()
-        try:
-            return await self.run(conn, sql, params, rows=rows)
         finally:
             await self._putconn(conn)
 

@@ -9,8 +9,9 @@ A single statement runs in autocommit: one round trip, atomic on its own. Work o
 statements goes in ``async with session.transaction():``, on one connection, committed when the
 block ends and rolled back when it raises.
 
-Errors leave this layer as one of the exceptions below, decided by the driver error's type; the
-web layer (heroes.errors) maps them to HTTP. Nothing here imports the web layer.
+Errors leave this layer as heroes.errors' database errors (DatabaseUnavailable, ConnectionLost,
+SchemaMissing, ValueRejected), decided by the driver error's type. Nothing here imports the web
+layer.
 """
 
 from __future__ import annotations
@@ -24,34 +25,14 @@ from typing import Any
 from sqlalchemy.engine import Dialect
 from sqlalchemy.sql import ClauseElement
 
+from heroes.config import Settings
+from heroes.errors import ConnectionLost
+
 Row = Mapping[str, Any]
 Params = Mapping[str, Any]
 
 #: A read whose connection broke within this many seconds is sent once more (see Session._run).
 RESEND_WITHIN = 1.0
-
-
-class DatabaseUnavailable(Exception):
-    """The database cannot serve now (unreachable, connection lost, no pooled connection free
-    in time, statement timeout): the request may succeed if retried later."""
-
-
-class ConnectionLost(DatabaseUnavailable):
-    """The connection broke while a statement ran: the server may or may not have applied it.
-    ``after``: seconds from sending the statement to the loss (a reset comes at once, a silent
-    network is given up on only after its timeout)."""
-
-    def __init__(self, message: str, after: float = 0.0) -> None:
-        super().__init__(message)
-        self.after = after
-
-
-class SchemaMissing(DatabaseUnavailable):
-    """A table the code needs does not exist: the database is not migrated."""
-
-
-class ValueRejected(Exception):
-    """The database refused a value (a constraint or type the validation let through)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,3 +144,15 @@ class Session:
             # Its idle siblings most likely died with it (a restart, a failover, a mass kill).
             await self.db.connection_lost()
         return await self.db.run_alone(sql, values, rows=rows)
+
+
+def create_database(settings: Settings) -> Database:
+    """The process' database (PostgreSQL or the embedded SQLite, as the settings say), not yet
+    opened: the lifespan opens it, after gunicorn's fork."""
+    if settings.is_sqlite:
+        from heroes.db.sqlite import SQLiteDatabase
+
+        return SQLiteDatabase(settings)
+    from heroes.db.postgres import PostgresDatabase
+
+    return PostgresDatabase(settings)

@@ -2,12 +2,12 @@
 
 It wraps Starlette's ServerErrorMiddleware (see ``heroes.main.HeroesAPI``), so 413s, 500s and
 every other answer get it all:
-- the request id (heroes.observability): taken from a sane ``X-Request-ID`` or made, set in a
+- the request id (heroes.server.observability): taken from a sane ``X-Request-ID`` or made, set in a
   contextvar (every log line of the request carries it) and returned as ``X-Request-ID``;
-- the body limit (heroes.limits): an invalid or too large Content-Length is refused before
+- the body limit (heroes.server.limits): an invalid or too large Content-Length is refused before
   anything runs, a body without one is counted as it is read;
 - ``Connection: close`` on every answer while the worker drains (heroes.lifecycle);
-- the request's count, duration and access line (heroes.observability).
+- the request's count, duration and access line (heroes.server.observability).
 
 One layer instead of a middleware per concern: the request is read once (one pass over its
 headers) and ``send`` is wrapped once.
@@ -23,11 +23,11 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from heroes import limits, metrics
-from heroes.errors import LOGGED_ERROR, error
+from heroes.api.errors import LOGGED_ERROR, error
 from heroes.lifecycle import closing, is_draining
 from heroes.logs import request_id_var
-from heroes.observability import NO_RESPONSE, finished, request_id_from
+from heroes.server import limits, metrics
+from heroes.server.observability import NO_RESPONSE, finished, request_id_from
 
 error_logger = logging.getLogger("heroes.errors")
 

@@ -1,4 +1,4 @@
-"""Request ids, access lines and request metrics (applied to every request by heroes.edge)."""
+"""Request ids, access lines and request metrics (applied to every request by the edge layer)."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from typing import Any
 
 from starlette.types import Scope
 
-from heroes import metrics
 from heroes.logs import ACCESS_LOGGER
+from heroes.server import metrics
 
 #: A client's X-Request-ID is kept when it matches this (no spaces, no CR/LF, bounded length).
 SANE_REQUEST_ID = re.compile(rb"[A-Za-z0-9_.:-]{1,128}")

@@ -10,8 +10,8 @@ other ``OTEL_*`` variable of the specification applies as the SDK reads it (``OT
 The SDK is set up in the process that serves, never before gunicorn forks (a batch processor's
 thread and an exporter's connections do not survive a fork): :func:`setup` runs in the app's
 lifespan, in each worker, before its database pool opens. The request's span is FastAPI's own
-(``FastAPI(telemetry=...)``, :data:`TELEMETRY`: it wraps the whole middleware stack, heroes.edge
-included, so the access line is logged inside it; it takes the W3C ``traceparent`` from the
+(``FastAPI(telemetry=...)``, :data:`TELEMETRY`: it wraps the whole middleware stack, the edge
+layer included, so the access line is logged inside it; it takes the W3C ``traceparent`` from the
 request and names the span after the route template); the statements' spans come from
 opentelemetry-instrumentation-psycopg (psycopg's connect is patched, so every connection the pool
 opens afterwards makes a span per execute). Log lines written inside a span carry its

@@ -3,8 +3,7 @@
 Each is one SQL statement, a Core expression over the SQLModel table. Every statement is built
 once (``functools.cache``) and is its own key in the database's compiled-SQL cache. Only the
 columns of ``HeroPublic`` are ever selected or returned, so ``secret_name`` cannot leak. A write
-takes the ``answer`` of a request sent with an Idempotency-Key and stores it in the write's own
-transaction (heroes.answers).
+runs in the caller's transaction when there is one (heroes.domain.idempotency), else on its own.
 """
 
 from __future__ import annotations
@@ -15,10 +14,9 @@ from typing import Any, NamedTuple
 from sqlalchemy import Select, bindparam, delete, insert, select, update
 from sqlalchemy.sql.dml import ReturningDelete, ReturningInsert, ReturningUpdate
 
-from heroes.answers import Answer, answering
 from heroes.db import Row, Session
+from heroes.domain.models import INT32_MAX, Hero, HeroCreate, HeroPublic, HeroUpdate
 from heroes.errors import NotFound
-from heroes.models import INT32_MAX, Hero, HeroCreate, HeroPublic, HeroUpdate
 
 HERO = Hero.__table__  # type: ignore[attr-defined]  # SQLModel sets it on table models
 #: The public shape of a hero, from its one definition (HeroPublic): field names and order.
@@ -96,16 +94,11 @@ def _known_id(hero_id: int) -> int:
     return hero_id
 
 
-async def create_hero(
-    *, session: Session, hero_in: HeroCreate, answer: Answer | None = None
-) -> PublicHero:
+async def create_hero(*, session: Session, hero_in: HeroCreate) -> PublicHero:
     params = {"name": hero_in.name, "age": hero_in.age, "secret_name": hero_in.secret_name}
-    async with answering(session, answer) as store:
-        row = await session.fetch_one(_insert(), params)
-        assert row is not None  # INSERT ... RETURNING always returns the new row
-        hero = public(row)
-        await store(hero)
-    return hero
+    row = await session.fetch_one(_insert(), params)
+    assert row is not None  # INSERT ... RETURNING always returns the new row
+    return public(row)
 
 
 async def list_heroes(
@@ -136,31 +129,21 @@ async def get_hero(*, session: Session, hero_id: int) -> PublicHero:
     return public(row)
 
 
-async def update_hero(
-    *, session: Session, hero_id: int, hero_in: HeroUpdate, answer: Answer | None = None
-) -> PublicHero:
-    """Change the fields sent. Nothing sent: nothing written (no answer stored), the hero read."""
+async def update_hero(*, session: Session, hero_id: int, hero_in: HeroUpdate) -> PublicHero:
+    """Change the fields sent. Nothing sent: nothing written, the hero read."""
     changes = hero_in.model_dump(exclude_unset=True)
     if not changes:
         return await get_hero(session=session, hero_id=hero_id)
     columns = tuple(sorted(changes))
     params = {f"new_{column}": changes[column] for column in columns}
     params["hero_id"] = _known_id(hero_id)
-    async with answering(session, answer) as store:
-        row = await session.fetch_one(_update(columns), params)
-        if row is None:
-            raise not_found()
-        hero = public(row)
-        await store(hero)
-    return hero
+    row = await session.fetch_one(_update(columns), params)
+    if row is None:
+        raise not_found()
+    return public(row)
 
 
-async def delete_hero(
-    *, session: Session, hero_id: int, answer: Answer | None = None
-) -> dict[str, bool]:
-    params = {"hero_id": _known_id(hero_id)}
-    async with answering(session, answer) as store:
-        if await session.fetch_one(_delete(), params) is None:
-            raise not_found()
-        await store(DELETED)
+async def delete_hero(*, session: Session, hero_id: int) -> dict[str, bool]:
+    if await session.fetch_one(_delete(), {"hero_id": _known_id(hero_id)}) is None:
+        raise not_found()
     return DELETED

@@ -21,7 +21,7 @@ ADVISORY_LOCK_KEY = 0x6865726F6573
 
 def alembic_config(settings: Settings) -> Config:
     config = Config()
-    config.set_main_option("script_location", str(files("heroes") / "migrations"))
+    config.set_main_option("script_location", str(files("heroes.db") / "migrations"))
     config.attributes["settings"] = settings
     return config
 

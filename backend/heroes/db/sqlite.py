@@ -17,15 +17,8 @@ import aiosqlite
 from sqlalchemy.dialects import sqlite
 
 from heroes.config import Settings
-from heroes.db import (
-    Database,
-    DatabaseUnavailable,
-    Params,
-    PoolStats,
-    Row,
-    SchemaMissing,
-    ValueRejected,
-)
+from heroes.db import Database, Params, PoolStats, Row
+from heroes.errors import DatabaseUnavailable, SchemaMissing, ValueRejected
 
 SQLITE_BUSY_TIMEOUT_S = 5.0
 #: Result codes (the low byte of the extended code) that mean "not now", not "wrong".
