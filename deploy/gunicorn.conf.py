@@ -107,7 +107,7 @@ control_socket_disable = True
 # --- logging ---------------------------------------------------------------------------------
 # One log format for the master, the workers (uvicorn) and the app (heroes.logs): LOG_LEVEL and
 # LOG_FORMAT as the app's Settings read them (same defaults: JSON lines, readable text on a
-# terminal). The access line is written by heroes.edge, inside the request, so it carries the
+# terminal). The access line is written by heroes.server.edge, inside the request, so it carries the
 # request id:
 # gunicorn's and uvicorn's own access logs stay off (accesslog None; logging_config gives their
 # loggers no handler).

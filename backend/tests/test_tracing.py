@@ -1,4 +1,4 @@
-"""heroes.tracing: opt-in OpenTelemetry traces, checked end to end with real gunicorn workers
+"""heroes.server.tracing: opt-in OpenTelemetry traces, checked end to end with real gunicorn workers
 (the SDK set up after the fork), real PostgreSQL and an OTLP/HTTP receiver in the test that
 decodes what the exporter sends with opentelemetry-proto."""
 
