@@ -44,6 +44,16 @@ UNITS = {"": 1, "KB": 1024, "KIB": 1024, "MB": 1024**2, "MIB": 1024**2, "GB": 10
          "GIB": 1024**3, "TB": 1024**4, "TIB": 1024**4}  # fmt: skip
 
 
+def repos() -> list[int]:
+    """The repositories: 1 (local), and 2 (off-host) when PGBACKREST_REPO2_TYPE defines it."""
+    return [1, 2] if os.environ.get("PGBACKREST_REPO2_TYPE") else [1]
+
+
+def timeline(segment: str) -> int:
+    """The timeline of a WAL segment name (its first 8 hex digits)."""
+    return int(segment[:8], 16)
+
+
 def env_int(name: str, default: int) -> int:
     value = os.environ.get(name, "").strip()
     if not value:
@@ -86,9 +96,31 @@ def info() -> dict[str, Any]:
     return stanzas[0] if stanzas else {}
 
 
-def backups(stanza: dict[str, Any], kind: str | None = None) -> list[dict[str, Any]]:
-    found = [b for b in stanza.get("backup", []) if kind is None or b.get("type") == kind]
+def backups(
+    stanza: dict[str, Any], kind: str | None = None, repo: int | None = None
+) -> list[dict[str, Any]]:
+    found = [
+        b for b in stanza.get("backup", [])
+        if (kind is None or b.get("type") == kind)
+        and (repo is None or b.get("database", {}).get("repo-key") == repo)
+    ]  # fmt: skip
     return sorted(found, key=lambda b: int(b["timestamp"]["stop"]))
+
+
+def current_timeline() -> int | None:
+    """The server's timeline (None in recovery or when it does not answer)."""
+    row = sql("SELECT pg_walfile_name(pg_current_wal_lsn())")
+    return timeline(row[0]) if row and len(row) == 1 and len(row[0]) == 24 else None
+
+
+def repo_errors(stanza: dict[str, Any]) -> dict[int, str]:
+    """Repositories `pgbackrest info` could not read, with its message (a missing stanza is not
+    an error here: a new repository, or a new host's empty local one)."""
+    return {
+        int(r["key"]): str(r["status"].get("message", ""))
+        for r in stanza.get("repo", [])
+        if r.get("status", {}).get("code", 0) not in (0, 1, 2)
+    }
 
 
 def sql(query: str) -> list[str] | None:
@@ -134,6 +166,7 @@ class Agent:
         self.retry_at = 0.0
         self.wal: dict[str, float] = {"archived": 0.0, "failed": 0.0}  # last known (server down)
         self._info: tuple[float, dict[str, Any] | None] = (0.0, None)
+        self.timeline: int | None = None
 
     # --- what the exporter and the health check read ------------------------------------------
     def stanza(self) -> dict[str, Any] | None:
@@ -162,6 +195,16 @@ class Agent:
         with contextlib.suppress(OSError):  # the data volume is not mounted (a one-off run)
             pending = sum(1 for p in (PGDATA / "pg_wal/archive_status").glob("*.ready"))
         last = full[-1] if full else None
+        tl = current_timeline()
+        if tl is not None:
+            self.timeline = tl
+        on_timeline = [
+            r for r in repos()
+            if any(timeline(b["archive"]["start"]) == self.timeline
+                   for b in backups(stanza or {}, "full", r))
+        ]  # fmt: skip
+        errors = repo_errors(stanza or {})
+        covered = self.timeline is None or len(on_timeline) == len(repos())
         out = {
             "heroes_backup_last_full_completion_timestamp_seconds": (
                 float(last["timestamp"]["stop"]) if last else 0.0
@@ -186,6 +229,13 @@ class Agent:
             "heroes_wal_pending_segments": float(pending),
             "heroes_wal_pending_bytes": float(pending * WAL_SEGMENT),
             "heroes_pitr_database_up": 0.0 if wal is None else 1.0,
+            # 0 = backups on this host only (docs/backups.md: production refuses it).
+            "heroes_backup_offhost_repositories": float(len(repos()) - 1),
+            "heroes_backup_repositories_unreadable": float(len(errors)),
+            # Every repository holds a full backup of the server's current timeline (after a
+            # point-in-time restore, one is taken at once: a later --latest starts from it).
+            "heroes_backup_timeline_covered": 1.0 if covered else 0.0,
+            "heroes_pitr_timeline": float(self.timeline or 0),
         }
         budget = size_bytes(os.environ.get("PGBACKREST_ARCHIVE_PUSH_QUEUE_MAX", ""))
         if budget is not None:
@@ -211,9 +261,13 @@ class Agent:
     def backup(self, why: str) -> bool:
         if time.monotonic() < self.retry_at:
             return False  # a failed run is retried after RETRY_S, not at every 5 s pass
-        log("info", "full backup started", reason=why)
+        ok = all([self.backup_repo(why, repo) for repo in repos()])
+        return ok
+
+    def backup_repo(self, why: str, repo: int) -> bool:
+        log("info", "full backup started", reason=why, repo=repo)
         t0 = time.monotonic()
-        proc = pgbackrest("backup", "--type=full")
+        proc = pgbackrest("backup", "--type=full", f"--repo={repo}")
         seconds = round(time.monotonic() - t0, 2)
         with self.lock:
             self._info = (0.0, None)  # the next read sees the new backup
@@ -222,14 +276,14 @@ class Agent:
             self.last_run_ok = 0
             self.retry_at = time.monotonic() + RETRY_S
             log("error", "full backup failed", status="failed", error=last_error(proc),
-                seconds=seconds)  # fmt: skip
+                seconds=seconds, repo=repo)  # fmt: skip
             return False
         self.runs["ok"] += 1
         self.last_run_ok = 1
-        newest = backups(self.stanza() or {}, "full")
+        newest = backups(self.stanza() or {}, "full", repo)
         label = newest[-1]["label"] if newest else None
         log("info", "full backup written", status="ok", label=label, seconds=seconds,
-            kept=len(newest))  # fmt: skip
+            kept=len(newest), repo=repo)  # fmt: skip
         return True
 
     def create_stanza(self) -> None:
@@ -276,6 +330,7 @@ class Agent:
             reason = (
                 "archiving recovered" if recovery_due
                 else "no full backup yet" if not newest
+                else "new timeline" if status["heroes_backup_timeline_covered"] == 0
                 else f"every {self.interval}s" if time.time() - newest >= self.interval
                 else None
             )  # fmt: skip
@@ -327,10 +382,15 @@ def health() -> None:
         fail("WAL archiving is failing (pg_stat_archiver: last failure after last success)")
     if not full:
         fail("no full backup in the repository yet")
+    if value["heroes_backup_repositories_unreadable"]:
+        fail("an off-host repository cannot be read (see the service's log)")
+    if value["heroes_backup_timeline_covered"] != 1:
+        fail("no full backup of the current timeline yet (taken after a restore)")
     age = time.time() - full
     if age > value["heroes_backup_full_max_age_seconds"]:
         fail(f"the newest full backup is {age:.0f}s old")
-    print(f"ok: newest full backup {age:.0f}s old, archiving works")
+    where = "" if value["heroes_backup_offhost_repositories"] else " (backups on this host only)"
+    print(f"ok: newest full backup {age:.0f}s old, archiving works{where}")
 
 
 def restore_args(argv: list[str]) -> tuple[str | None, bool]:
@@ -346,22 +406,132 @@ def restore_args(argv: list[str]) -> tuple[str | None, bool]:
     return to, force
 
 
+SEGMENT = re.compile(r"([0-9A-F]{24})-[0-9a-f]{40}")
+COMMIT = re.compile(r"desc: (?:COMMIT|ABORT) (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(?:\.\d+)?) UTC")
+
+
+def when(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="seconds")
+
+
+def archived(repo: int) -> dict[str, str]:
+    """Archived WAL segment name -> its path in repository ``repo``."""
+    stanza = os.environ.get("PGBACKREST_STANZA", "heroes")
+    proc = pgbackrest("repo-ls", f"--repo={repo}", "--recurse", "--output=json",
+                      f"archive/{stanza}", timeout=120)  # fmt: skip
+    if proc.returncode != 0:
+        raise RuntimeError(last_error(proc))
+    found: dict[str, str] = {}
+    for path in json.loads(proc.stdout or "{}"):
+        match = SEGMENT.fullmatch(path.rsplit("/", 1)[-1].split(".")[0])
+        if match:
+            found.setdefault(match[1], f"archive/{stanza}/{path}")
+    return found
+
+
+def position(name: str) -> int:
+    """A segment's place in the WAL stream, whatever its timeline (16 MiB segments)."""
+    return int(name[8:16], 16) * 256 + int(name[16:24], 16)
+
+
+def segment(tl: int, pos: int) -> str:
+    return f"{tl:08X}{pos // 256:08X}{pos % 256:08X}"
+
+
+def last_commit(repo: int, path: str, name: str) -> float | None:
+    """The time of the last commit (or abort) recorded in an archived segment: recovery to a
+    time stops only at such a record, so this is how far a --to can reach."""
+    work = Path(f"/tmp/heroes-restore-check-{os.getpid()}")
+    work.mkdir(exist_ok=True)
+    try:
+        with (work / name).open("wb") as out:
+            got = subprocess.run(["pgbackrest", "repo-get", f"--repo={repo}", path], stdout=out,
+                                 stderr=subprocess.PIPE, timeout=120, check=False)  # fmt: skip
+        if got.returncode != 0:
+            raise RuntimeError(got.stderr.decode(errors="replace").strip().splitlines()[-1])
+        waldump = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_waldump"))[-1]
+        dump = subprocess.run([str(waldump), "-p", str(work), name], capture_output=True,
+                              text=True, timeout=120, check=False, env={**os.environ, "TZ": "UTC"})  # fmt: skip
+        stamps = COMMIT.findall(dump.stdout)
+        if not stamps:
+            return None
+        return datetime.fromisoformat(stamps[-1] + "+00:00").timestamp()
+    finally:
+        for f in work.iterdir():
+            f.unlink()
+        work.rmdir()
+
+
+def reach(repo: int, start: str, wal: dict[str, str], cache: dict[str, float | None]) -> tuple[
+    float | None, str
+]:
+    """From a backup's first segment, follow the archive (onto a later timeline where one
+    continues) to its first gap: the last commit time reached, and the last segment."""
+    tl, pos, last = timeline(start), position(start), start
+    while True:
+        for candidate in (tl + 2, tl + 1, tl):  # the latest timeline, as recovery follows
+            if segment(candidate, pos + 1) in wal:
+                tl, pos, last = candidate, pos + 1, segment(candidate, pos + 1)
+                break
+        else:
+            break
+    # The newest commit on the way: the last segment may hold none (a quiet archive_timeout).
+    for back in range(4):
+        name = segment(tl, pos - back) if segment(tl, pos - back) in wal else None
+        if name is None:
+            break
+        if name not in cache:
+            cache[name] = last_commit(repo, wal[name], name)
+        if cache[name] is not None:
+            return cache[name], last
+    return None, last
+
+
 def check_restore(to: str | None, force: bool, target: float | None) -> dict[str, Any]:
-    """Refuse (one line, exit 1) unless a restore may run; nothing is changed."""
+    """Refuse (one line, exit 1) unless a restore may run; nothing is changed. With a target
+    time, the backup pgBackRest will pick (the newest that ended before it, in the first
+    repository that has one) must reach it through the archive without a gap."""
     if (PGDATA / "PG_VERSION").exists() and not force:
         fail("the database volume holds a database cluster: --force replaces it")
     try:
         stanza = info()
     except (RuntimeError, ValueError) as exc:
         fail(f"cannot read the pgBackRest repository: {exc}")
+    for repo, message in repo_errors(stanza).items():
+        fail(f"repository {repo} cannot be read: {message}")
     done = backups(stanza)
     if not done:
-        fail("the pgBackRest repository holds no backup of this stanza: nothing to restore from")
-    if target is not None:
-        first = min(int(b["timestamp"]["stop"]) for b in done)
-        if target < first:
-            when = datetime.fromtimestamp(first, UTC).isoformat()
-            fail(f"{to} is before the oldest backup's end ({when}): no backup to start from")
+        fail("no repository holds a backup of this stanza: nothing to restore from")
+    if target is None:
+        return stanza
+    ranges: list[tuple[int, float, float | None, str]] = []
+    chosen = None
+    for repo in repos():
+        try:
+            wal = archived(repo)
+        except RuntimeError as exc:
+            fail(f"cannot list repository {repo}'s WAL archive: {exc}")
+        cache: dict[str, float | None] = {}
+        mine = backups(stanza, repo=repo)
+        for b in mine[-3:]:  # the newest few: each costs one segment read
+            end, last = reach(repo, b["archive"]["start"], wal, cache)
+            ranges.append((repo, float(b["timestamp"]["stop"]), end, last))
+        before = [b for b in mine if float(b["timestamp"]["stop"]) < target]
+        if chosen is None and before:
+            b = before[-1]
+            end, last = reach(repo, b["archive"]["start"], wal, cache)
+            chosen = (repo, float(b["timestamp"]["stop"]), end, last)
+    spans = "; ".join(
+        f"repo{r} {when(a)} to {when(e) if e else when(a)}" for r, a, e, _ in ranges
+    )
+    first = min(float(b["timestamp"]["stop"]) for b in done)
+    if chosen is None:
+        fail(f"{to} is before the oldest backup's end ({when(first)}); reachable: {spans}")
+    repo, stop, end, last = chosen
+    if end is None or target > end:
+        fail(f"{to} is past what the archive reaches from the backup of {when(stop)} in repo{repo}"
+             f" (WAL up to {last}, last commit {when(end) if end else 'none'}: the end of the"
+             f" archive or a gap); reachable: {spans}")  # fmt: skip
     return stanza
 
 
@@ -387,6 +557,14 @@ def restore(to: str | None, force: bool, target: float | None) -> None:
 def main(argv: list[str]) -> None:
     command = argv[0] if argv else ""
     if command == "run":
+        if (
+            os.environ.get("ENVIRONMENT") == "production"
+            and len(repos()) == 1
+            and os.environ.get("HEROES_BACKUP_SINGLE_HOST") != "accept"
+        ):
+            fail("production keeps backups off this host: set PGBACKREST_REPO2_TYPE=s3 and the"
+                 " PGBACKREST_REPO2_* settings (docs/backups.md), or HEROES_BACKUP_SINGLE_HOST"
+                 "=accept to keep them on this host only")  # fmt: skip
         agent = Agent()
         agent.serve()
         agent.schedule()

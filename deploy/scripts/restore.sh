@@ -80,33 +80,57 @@ if [ -z "$file" ]; then
   started=$(now)
   target_epoch=
   if [ -n "$to" ]; then
-    target_epoch=$(date -u -d "$to" +%s 2>/dev/null) ||
-      refuse "cannot read the time '$to' (write it like '2026-12-02 10:15:00+00')"
-    [ "$target_epoch" -le "$(date +%s)" ] || refuse "$to is in the future"
+    # ISO 8601 with its zone, nothing else: a time without one means a different instant on
+    # every host, and GNU date's free forms ("yesterday") are no way to name a restore point.
+    iso='^[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]{1,6})?)?(Z|[+-][0-9]{2}(:?[0-9]{2})?)$'
+    [[ $to =~ $iso ]] ||
+      refuse "'$to' is not an ISO 8601 time with a zone (write it like 2026-12-02T10:15:00Z or 2026-12-02 10:15:00+01:00)"
+    target_epoch=$(date -u -d "$to" +%s.%N 2>/dev/null) || refuse "'$to' is not a valid time"
+    awk -v t="$target_epoch" -v n="$(now)" 'BEGIN { exit !(t <= n) }' || refuse "$to is in the future"
   fi
   compose=(docker compose --profile backup)
-  # The db service's container definition (image, volumes, PGBACKREST_* settings), one-off, as
-  # the postgres user: the restore writes into the same db-data volume the server uses.
+  # The db service's container definition (image, volumes, PGBACKREST_* settings and secrets),
+  # one-off, as the postgres user: the restore writes into the same db-data volume the server uses.
   agent=("${compose[@]}" run --rm --no-deps -T --user 999:999
-    -e "HEROES_PITR_TARGET_EPOCH=$target_epoch" --entrypoint pgbackrest-agent db)
+    -e "HEROES_PITR_TARGET_EPOCH=$target_epoch" --entrypoint heroes-pgbackrest-env db pgbackrest-agent)
+  in_db=("${compose[@]}" exec -T -u postgres db heroes-pgbackrest-env)
   what=(${to:+--to "$to"} ${force:+"$force"})
   running=$("${compose[@]}" ps --status running --services)
-  if ! check=$("${agent[@]}" check-restore "${what[@]}" 2>&1 >/dev/null); then
-    reason=$(sed -n 's/^pgbackrest-agent: //p' <<<"$check" | tail -n1)
-    refuse "${reason:-$(grep -v '^ *$' <<<"$check" | tail -n1)}"
-  fi
-  if grep -qx db <<<"$running"; then
-    # The WAL written since the last segment switch, into the repository now.
-    # ERROR [028]: the running cluster is not the archived one (a new volume after a loss,
-    # replaced with --force): its WAL does not belong to the archive.
-    if ! out=$("${compose[@]}" exec -T -u postgres db pgbackrest check 2>&1) &&
-      ! grep -q 'ERROR: \[028\]' <<<"$out"; then
-      refuse "the current WAL cannot be archived, so the newest changes would be missing: $(grep ERROR <<<"$out" | tail -n1)"
+  check_or_refuse() {
+    local check reason
+    if ! check=$("${agent[@]}" check-restore "${what[@]}" 2>&1 >/dev/null); then
+      reason=$(sed -n 's/^pgbackrest-agent: //p' <<<"$check" | tail -n1)
+      refuse "${reason:-$(grep -v '^ *$' <<<"$check" | tail -n1)}"
     fi
-  fi
+  }
+  # A first check with everything still running: most refusals need nothing stopped.
+  check_or_refuse
 
   stop=(api pgbackrest)
   grep -qx backup <<<"$running" && stop+=(backup)
+  if grep -qx db <<<"$running"; then
+    # The writers stop first, so the last check sees the archive as the restore will.
+    say "stopping ${stop[*]} (the writers) for the last check"
+    "${compose[@]}" stop "${stop[@]}"
+    restart_writers() {
+      local rc=$?
+      trap - EXIT
+      "${compose[@]}" up -d --wait --wait-timeout 180 --no-deps "${stop[@]}" >&2 || rc=$?
+      exit "$rc"
+    }
+    trap restart_writers EXIT
+    # One committed transaction (recovery to a time stops only at a commit), then the WAL
+    # written since the last segment switch, into the repositories now. ERROR [028]: the running
+    # cluster is not the archived one (a new volume after a loss, replaced with --force).
+    # shellcheck disable=SC2016  # the variables are the db container's
+    "${compose[@]}" exec -T db sh -c 'psql -X -q -U "$POSTGRES_USER" -d "$POSTGRES_DB" -c "SELECT txid_current()"' >/dev/null || true
+    if ! out=$("${in_db[@]}" pgbackrest check 2>&1) && ! grep -q 'ERROR: \[028\]' <<<"$out"; then
+      refuse "the current WAL cannot be archived, so the newest changes would be missing: $(grep ERROR <<<"$out" | tail -n1)"
+    fi
+    check_or_refuse
+    trap - EXIT
+  fi
+
   say "stopping ${stop[*]} and db for the restore"
   "${compose[@]}" stop "${stop[@]}" db
   # Before the restore has begun nothing has changed: a failure starts everything again. After,
@@ -148,7 +172,7 @@ if [ -z "$file" ]; then
   recovery_s=$(since "$t")
   # The new timeline's first WAL, into the repository now: until it is there, a later --latest
   # would follow the old timeline past the target (the undone mistake included).
-  if ! out=$("${compose[@]}" exec -T -u postgres db pgbackrest check 2>&1); then
+  if ! out=$("${in_db[@]}" pgbackrest check 2>&1); then
     echo "restore.sh: warning: the new timeline's WAL could not be archived yet:" \
       "$(grep ERROR <<<"$out" | tail -n1)" >&2
   fi
