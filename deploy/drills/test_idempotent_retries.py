@@ -17,46 +17,29 @@ Bounded: about 3 s warm-up, the replacement (a few seconds), 3 s after it, retri
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import time
 from collections import Counter, defaultdict
 from typing import Any
 
-from drills.common import Context, DrillResult, wait_for, worker_pids
-from drills.stack import NetworkLoad, Stack, log
-from drills.worker_crash import KILL
+import pytest
+
+from drills.common import (
+    KILL,
+    Context,
+    DrillResult,
+    start_keyed_load,
+    stored_counts,
+    wait_for,
+    worker_pids,
+)
+from drills.stack import log
 
 TITLE = "Retries with Idempotency-Key across a worker kill -9"
 CLIENTS = 16
 
 
-def stored_counts(stack: Stack, prefix: str) -> Counter[str]:
-    """How many times each hero named ``<prefix>-...`` is stored."""
-    rows = stack.psql(
-        f"SELECT name || ' ' || count(*) FROM hero WHERE name LIKE '{prefix}-%' GROUP BY name"  # noqa: S608
-    )
-    return Counter({name: int(count) for name, count in (row.rsplit(" ", 1) for row in rows)})
-
-
-def start_keyed_load(
-    ctx: Context, prefix: str, clients: int = CLIENTS, retry_for: float = 20.0
-) -> NetworkLoad:
-    """drills.keyed_load as a process on the host, against the api's published port."""
-    cmd = [
-        sys.executable, "-m", "drills.keyed_load", "--url", ctx.api_url,
-        "--clients", str(clients), "--prefix", prefix,
-        "--token-file", str(ctx.stack.tokens_file), "--max-seconds", "120",
-        "--retry-for", str(retry_for),
-    ]  # fmt: skip
-    env = {**os.environ, "PYTHONPATH": str(ctx.stack.root / "deploy")}
-    proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
-    return NetworkLoad(f"keyed-load-{prefix}", proc)
-
-
-def run(ctx: Context) -> DrillResult:
-    result = DrillResult(14, TITLE)
+@pytest.mark.drill(14, TITLE, stage="shared")
+def test_idempotent_retries(ctx: Context, result: DrillResult) -> None:
     stack = ctx.stack
     prefix = f"d14-{ctx.run_id}"
     load = start_keyed_load(ctx, prefix)
@@ -127,4 +110,3 @@ def run(ctx: Context) -> DrillResult:
         f"{f['in_db_twice']} twice, "
         f"{f['acked_missing']} lost; worker replaced after {f['replaced_after_s']} s"
     )
-    return result

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import time
 
+import pytest
+
 from drills.common import (
     Context,
     DrillResult,
@@ -24,8 +26,8 @@ from drills.stack import log
 TITLE = "Scale 2 -> 4 -> 2 under load"
 
 
-def run(ctx: Context) -> DrillResult:
-    result = DrillResult(11, TITLE, services=("api", "proxy"))
+@pytest.mark.drill(11, TITLE, stage="shared", services=("api", "proxy"))
+def test_scaling(ctx: Context, result: DrillResult) -> None:
     stack = ctx.stack
     prefix = f"d11-{ctx.run_id}"
     start = len(stack.containers("api"))
@@ -72,4 +74,3 @@ def run(ctx: Context) -> DrillResult:
         f"{f['sent']}, failed {f['failed']}; acked {f['acked']}, in DB {f['in_db']}, lost "
         f"{f['lost']}"
     )
-    return result

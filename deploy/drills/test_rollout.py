@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import time
 
+import pytest
+
 from drills.common import (
     Context,
     DrillResult,
@@ -40,8 +42,8 @@ BROKEN_TIMEOUT_S = 20
 CRASH_GIVE_UP_S = 20
 
 
-def run_new(ctx: Context) -> DrillResult:
-    result = DrillResult(8, TITLE_NEW, services=("api", "proxy"))
+@pytest.mark.drill(8, TITLE_NEW, stage="new-image", services=("api", "proxy"))
+def test_rollout_new_image(ctx: Context, result: DrillResult) -> None:
     stack = ctx.stack
     prefix = f"d8-{ctx.run_id}"
     revision = f"drill8-{ctx.run_id}"
@@ -100,26 +102,26 @@ def run_new(ctx: Context) -> DrillResult:
         f"not in DB {f['patch_lost']}; new revision on {len(after)}/{f['replicas_before']} "
         f"replicas and {f['proxied_new']}/{len(proxied)} answers through the proxy"
     )
-    return result
 
 
-def run_broken(ctx: Context) -> DrillResult:
+@pytest.mark.drill(9, TITLE_BROKEN, stage="restarts", services=("api", "proxy"))
+def test_rollout_never_healthy(ctx: Context, result: DrillResult) -> None:
     image = derived_image(
         ctx.stack, f"{ctx.stack.image}-drill9",
         "ENV BIND=127.0.0.1:8001 BUILD_REVISION=drill9-never-healthy",
     )  # fmt: skip
-    result = DrillResult(9, TITLE_BROKEN, services=("api", "proxy"))
-    return _failed_rollout(ctx, result, image, rollout_timeout=BROKEN_TIMEOUT_S)
+    _failed_rollout(ctx, result, image, rollout_timeout=BROKEN_TIMEOUT_S)
 
 
-def run_crashing(ctx: Context) -> DrillResult:
+@pytest.mark.drill(19, TITLE_CRASHING, stage="restarts", services=("api", "proxy"))
+def test_rollout_crashing_workers(ctx: Context, result: DrillResult) -> None:
     image = derived_image(
         ctx.stack, f"{ctx.stack.image}-drill19",
         # gunicorn's app argument overrides the config's factory: every worker fails to import
         # it, so gunicorn exits (status 3) and the restart policy starts it again, in a loop.
         'CMD ["gunicorn", "-c", "/app/deploy/gunicorn.conf.py", "heroes.not_in_this_release:app"]',
     )  # fmt: skip
-    result = _failed_rollout(ctx, DrillResult(19, TITLE_CRASHING, services=("api", "proxy")), image)
+    _failed_rollout(ctx, result, image)
     first_exit = result.figures.pop("first_exit", None)
     ended = result.figures.pop("ended", None)
     given_up = None if first_exit is None or ended is None else round(ended - first_exit, 1)
@@ -130,7 +132,6 @@ def run_crashing(ctx: Context) -> DrillResult:
         f"rollout.sh ended {given_up} s after the first exit of a new replica",
     )
     result.summary += f"; gave up {given_up} s after the first exit of a new replica"
-    return result
 
 
 def _failed_rollout(

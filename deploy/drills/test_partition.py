@@ -20,6 +20,8 @@ import time
 from collections import Counter
 from functools import partial
 
+import pytest
+
 from drills.client import Outcome
 from drills.common import Context, DrillResult, LoadRun, describe, proxy_slots, wait_for
 from drills.fault_load import CLIENTS, Fault, expect_bounded, under_fault
@@ -64,8 +66,8 @@ def _partition_db(ctx: Context, seconds: float, routing: dict[str, float | None]
     return Fault(cut, healed)
 
 
-def run_db(ctx: Context) -> DrillResult:
-    result = DrillResult(16, TITLE_DB, services=("api", "db", "proxy"))
+@pytest.mark.drill(16, TITLE_DB, stage="shared", services=("api", "db", "proxy"))
+def test_partition_database(ctx: Context, result: DrillResult) -> None:
     runs = []
     for i, seconds in enumerate(PARTITIONS_S):
         routing: dict[str, float | None] = {}
@@ -95,11 +97,10 @@ def run_db(ctx: Context) -> DrillResult:
         f"reads back {f['reads_back_s']} s and replicas routed {f['back_after_s']} s after the heal"
         for f in runs
     )
-    return result
 
 
-def run_replica(ctx: Context) -> DrillResult:
-    result = DrillResult(17, TITLE_REPLICA, services=("api", "proxy"))
+@pytest.mark.drill(17, TITLE_REPLICA, stage="shared", services=("api", "proxy"))
+def test_partition_replica(ctx: Context, result: DrillResult) -> None:
     stack = ctx.stack
     prefix = f"d17-{ctx.run_id}"
     victim = stack.containers("api")[-1]
@@ -156,4 +157,3 @@ def run_replica(ctx: Context) -> DrillResult:
         f"{f['routed_again_s']} s after the heal; {f['requests']} requests {f['statuses']}, "
         f"slowest {f['slowest_s']} s, failed after it was marked down {f['failed_after_down']}"
     )
-    return result
