@@ -183,7 +183,8 @@ if [ -z "$file" ]; then
   trap - EXIT
   say "starting ${stop[*]} and waiting for readiness"
   t=$(now)
-  "${compose[@]}" up -d --wait --wait-timeout 300 --no-deps db "${stop[@]}"
+  # The proxy too: on a new host (nothing was running) the stack starts here.
+  "${compose[@]}" up -d --wait --wait-timeout 600 --no-deps db proxy "${stop[@]}"
   say "done: pgbackrest restore ${restore_s}s, recovery ${recovery_s}s, ${stop[*]} ready" \
     "$(since "$t")s later; $(since "$started")s in all"
   exit 0
