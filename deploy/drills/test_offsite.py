@@ -57,9 +57,7 @@ def s3_standin(ctx: Context) -> Iterator[dict[str, str]]:
         )  # fmt: skip
         if proc.returncode != 0:
             raise DrillError(f"s3-standin.sh up exited {proc.returncode}: {proc.stderr[-1500:]}")
-        settings = dict(
-            line.split("=", 1) for line in proc.stdout.splitlines() if "=" in line
-        )
+        settings = dict(line.split("=", 1) for line in proc.stdout.splitlines() if "=" in line)
         yield settings
     finally:
         subprocess.run([script, "down"], cwd=ctx.stack.root, env=env, capture_output=True,
@@ -105,20 +103,18 @@ def test_host_gone(drill_context: Context, result: DrillResult) -> None:
     base = ctx.stack
     prefix = f"d38-{ctx.run_id}"
     base.compose("pause", check=False)
-    old = new = None
+    stacks: list[Stack] = []
     try:
         with s3_standin(ctx) as settings:
-            old = host_stack(ctx, "host1", settings)
-            new = host_stack(ctx, "host2", settings)
-            for stack in (old, new):
+            stacks = [host_stack(ctx, name, settings) for name in ("host1", "host2")]
+            for stack in stacks:
                 stack.compose("down", "-v", "--remove-orphans", check=False)
             log("drill 38: first host up (full backups to both repositories before healthy)")
-            old.compose("up", "-d", "--wait", "--wait-timeout", "400", timeout=500)
-            _drill(result, old, new, prefix)
+            stacks[0].compose("up", "-d", "--wait", "--wait-timeout", "400", timeout=500)
+            _drill(result, stacks[0], stacks[1], prefix)
     finally:
-        for stack in (old, new):
-            if stack is not None:
-                stack.compose("down", "-v", "--remove-orphans", "--timeout", "20", check=False)
+        for stack in stacks:
+            stack.compose("down", "-v", "--remove-orphans", "--timeout", "20", check=False)
         base.compose("unpause", check=False)
 
 
@@ -144,7 +140,7 @@ def _drill(result: DrillResult, old: Stack, new: Stack, prefix: str) -> None:
     url = new.url()
     ready = request_once(url, "GET", "/health/ready", timeout=5)
     rto = time.monotonic() - t0
-    from_repo = [ln for ln in proc.stdout.splitlines() if "repo" in ln.lower()][-3:]
+    from_repo = [ln.split("INFO: ")[-1] for ln in proc.stdout.splitlines() if "backup set" in ln]
 
     acked = acknowledged(data)
     stored = stored_counts(new, prefix)

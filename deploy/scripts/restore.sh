@@ -91,20 +91,26 @@ if [ -z "$file" ]; then
   compose=(docker compose --profile backup)
   # The db service's container definition (image, volumes, PGBACKREST_* settings and secrets),
   # one-off, as the postgres user: the restore writes into the same db-data volume the server uses.
-  agent=("${compose[@]}" run --rm --no-deps -T --user 999:999
-    -e "HEROES_PITR_TARGET_EPOCH=$target_epoch" --entrypoint heroes-pgbackrest-env db pgbackrest-agent)
+  grows=
+  agent() {
+    "${compose[@]}" run --rm --no-deps -T --user 999:999 -e "HEROES_PITR_TARGET_EPOCH=$target_epoch" \
+      -e "HEROES_PITR_ARCHIVE_GROWS=$grows" --entrypoint heroes-pgbackrest-env db pgbackrest-agent "$@"
+  }
   in_db=("${compose[@]}" exec -T -u postgres db heroes-pgbackrest-env)
   what=(${to:+--to "$to"} ${force:+"$force"})
   running=$("${compose[@]}" ps --status running --services)
   check_or_refuse() {
     local check reason
-    if ! check=$("${agent[@]}" check-restore "${what[@]}" 2>&1 >/dev/null); then
+    if ! check=$(agent check-restore "${what[@]}" 2>&1 >/dev/null); then
       reason=$(sed -n 's/^pgbackrest-agent: //p' <<<"$check" | tail -n1)
       refuse "${reason:-$(grep -v '^ *$' <<<"$check" | tail -n1)}"
     fi
   }
-  # A first check with everything still running: most refusals need nothing stopped.
+  # A first check with everything still running: most refusals need nothing stopped. While the
+  # server runs, the end of the archive is judged by the last check only (it archives first).
+  if grep -qx db <<<"$running"; then grows=1; fi
   check_or_refuse
+  grows=
 
   stop=(api pgbackrest)
   grep -qx backup <<<"$running" && stop+=(backup)
@@ -153,7 +159,7 @@ if [ -z "$file" ]; then
   say "pgbackrest restore ${to:+to $to}${latest:+to the end of the archive}"
   t=$(now)
   restore_began=1
-  "${agent[@]}" restore "${what[@]}"
+  agent restore "${what[@]}"
   restore_s=$(since "$t")
 
   say "starting db: WAL replay from the archive, then promotion"
