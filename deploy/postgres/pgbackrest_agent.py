@@ -156,7 +156,10 @@ def size_bytes(text: str) -> int | None:
 
 class Agent:
     def __init__(self) -> None:
-        self.interval = env_int("HEROES_PITR_FULL_INTERVAL", 86400)
+        # Full weekly, differential daily: a daily full rewrote the whole database every day for
+        # no gain in what can be restored (the WAL archive covers every point either way).
+        self.interval = env_int("HEROES_PITR_FULL_INTERVAL", 7 * 86400)
+        self.diff_interval = env_int("HEROES_PITR_DIFF_INTERVAL", 86400)
         self.max_age = env_int("HEROES_PITR_FULL_MAX_AGE", 2 * self.interval + 3600)
         self.port = env_int("HEROES_PITR_METRICS_PORT", 9854)
         self.lock = threading.Lock()
@@ -262,18 +265,18 @@ class Agent:
         return "\n".join(lines) + "\n"
 
     # --- the schedule ------------------------------------------------------------------------
-    def backup(self, why: str) -> bool:
+    def backup(self, why: str, kind: str = "full") -> bool:
         if time.monotonic() < self.retry_at:
             return False  # a failed run is retried after RETRY_S, not at every 5 s pass
         # Every repository, also after one failed (the off-host store away is no reason to skip
         # the local backup).
-        done = [self.backup_repo(why, repo) for repo in repos()]
+        done = [self.backup_repo(why, repo, kind) for repo in repos()]
         return all(done)
 
-    def backup_repo(self, why: str, repo: int) -> bool:
-        log("info", "full backup started", reason=why, repo=repo)
+    def backup_repo(self, why: str, repo: int, kind: str) -> bool:
+        log("info", f"{kind} backup started", reason=why, repo=repo)
         t0 = time.monotonic()
-        proc = pgbackrest("backup", "--type=full", f"--repo={repo}")
+        proc = pgbackrest("backup", f"--type={kind}", f"--repo={repo}")
         seconds = round(time.monotonic() - t0, 2)
         with self.lock:
             self._info = (0.0, None)  # the next read sees the new backup
@@ -281,14 +284,14 @@ class Agent:
             self.runs["failed"] += 1
             self.last_run_ok = 0
             self.retry_at = time.monotonic() + RETRY_S
-            log("error", "full backup failed", status="failed", error=last_error(proc),
+            log("error", f"{kind} backup failed", status="failed", error=last_error(proc),
                 seconds=seconds, repo=repo)  # fmt: skip
             return False
         self.runs["ok"] += 1
         self.last_run_ok = 1
-        newest = backups(self.stanza() or {}, "full", repo)
+        newest = backups(self.stanza() or {}, kind, repo)
         label = newest[-1]["label"] if newest else None
-        log("info", "full backup written", status="ok", label=label, seconds=seconds,
+        log("info", f"{kind} backup written", status="ok", label=label, seconds=seconds,
             kept=len(newest), repo=repo)  # fmt: skip
         return True
 
@@ -333,6 +336,7 @@ class Agent:
                 # WAL past the budget may have been dropped meanwhile: a new base closes the gap.
                 log("info", "WAL archiving works again")
                 recovery_due = True
+            last = status["heroes_backup_last_completion_timestamp_seconds"]
             reason = (
                 "archiving recovered" if recovery_due
                 else "no full backup yet" if not newest
@@ -342,6 +346,8 @@ class Agent:
             )  # fmt: skip
             if reason and self.backup(reason):
                 recovery_due = False
+            elif not reason and time.time() - last >= self.diff_interval:
+                self.backup(f"every {self.diff_interval}s", "diff")
             was_failing = failing
             time.sleep(5)
 

@@ -86,6 +86,8 @@ if [ -z "$file" ]; then
     [[ $to =~ $iso ]] ||
       refuse "'$to' is not an ISO 8601 time with a zone (write it like 2026-12-02T10:15:00Z or 2026-12-02 10:15:00+01:00)"
     target_epoch=$(date -u -d "$to" +%s.%N 2>/dev/null) || refuse "'$to' is not a valid time"
+    # In UTC, in the one form pgBackRest's backup set selection reads (it refuses the "T").
+    to=$(date -u -d "@$target_epoch" '+%Y-%m-%d %H:%M:%S.%6N+00:00')
     awk -v t="$target_epoch" -v n="$(now)" 'BEGIN { exit !(t <= n) }' || refuse "$to is in the future"
   fi
   compose=(docker compose --profile backup)
