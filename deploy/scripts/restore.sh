@@ -2,21 +2,28 @@
 # Restore the compose stack's database, from pgBackRest (point in time) or from a pg_dump archive:
 #
 #   deploy/scripts/restore.sh [--force] --latest         everything archived (after a lost volume)
-#   deploy/scripts/restore.sh [--force] --to TIMESTAMP   the state at TIMESTAMP ('2026-12-02 10:15:00+00')
+#   deploy/scripts/restore.sh [--force] --to TIMESTAMP   the state at TIMESTAMP (ISO 8601 with a
+#                                                        zone: 2026-12-02T10:15:00Z)
 #   deploy/scripts/restore.sh [--force] FILE             a pg_dump archive (backup.sh)
 #
-# Point in time (--latest, --to; docs/backups.md): pgBackRest restores the newest full backup that
-# ended before the target into the db-data volume, and PostgreSQL replays the archived WAL up to
-# the target (--latest: to the end of the archive), then promotes.
-#  1. refuses (one line on stderr, exit 1, nothing changed) a volume that already holds a database
-#     cluster unless --force, a repository without a backup, an unreadable, future or too early
-#     TIMESTAMP; with the database running, it first archives the current WAL (`pgbackrest
-#     check`) and refuses if that fails, since the newest changes would be missing;
-#  2. stops api, pgbackrest, a running scheduled backup, and db;
-#  3. `pgbackrest restore` (--delta over an existing cluster with --force);
+# Point in time (--latest, --to; docs/backups.md): pgBackRest restores the newest backup that
+# ended before the target (from the first repository that has one: repo1 local, repo2 off-host)
+# into the db-data volume, and PostgreSQL replays the archived WAL up to the target (--latest: to
+# the end of the archive), then promotes. On a new host, run it before the first `up`.
+#  1. refuses (one line on stderr, exit 1, nothing stopped or changed) a volume that already holds
+#     a database cluster unless --force, an unreadable repository (unreachable store, wrong
+#     passphrase), no backup, a TIMESTAMP that is not ISO 8601 with a zone, in the future, before
+#     the oldest backup, or past what the archive reaches from the backup that would be used (its
+#     end, or a gap: the last commit found there), naming the reachable range;
+#  2. with the database running: stops the writers (api, pgbackrest, a scheduled backup), commits
+#     one transaction and archives the current WAL (`pgbackrest check`), then checks again (a
+#     refusal starts the writers again);
+#  3. stops db; `pgbackrest restore` (--delta over an existing cluster with --force);
 #  4. starts db, waits for the end of recovery (promotion), archives the new timeline's first
 #     WAL (`pgbackrest check`); 5. the migrate one-shot;
-#  6. starts what it stopped and waits for readiness (`up -d --wait`).
+#  6. starts the stack and waits for readiness (`up -d --wait`): the pgbackrest service is healthy
+#     only once every repository holds a full backup of the new timeline, so a later --latest
+#     never starts from the abandoned one.
 #
 # pg_dump archive (FILE):
 #  1. verifies FILE against FILE.sha256 and that pg_restore can read it, and refuses a database
@@ -50,7 +57,7 @@ while [ $# -gt 0 ]; do
       ;;
     --to=*) to=${1#--to=} ;;
     -h | --help)
-      sed -n '2,6p' "$0" | sed 's/^# \{0,1\}//'
+      sed -n '2,7p' "$0" | sed 's/^# \{0,1\}//'
       exit 0
       ;;
     -*)
