@@ -276,7 +276,12 @@ class Agent:
     def backup_repo(self, why: str, repo: int, kind: str) -> bool:
         log("info", f"{kind} backup started", reason=why, repo=repo)
         t0 = time.monotonic()
-        proc = pgbackrest("backup", f"--type={kind}", f"--repo={repo}")
+        try:
+            # A full backup of a large database takes hours: the bound is a day, and running
+            # over it is a failed run (logged, retried), not a crash of the service.
+            proc = pgbackrest("backup", f"--type={kind}", f"--repo={repo}", timeout=86400)
+        except subprocess.TimeoutExpired:
+            proc = subprocess.CompletedProcess([], 1, "", "ERROR: backup ran over 86400 s")
         seconds = round(time.monotonic() - t0, 2)
         with self.lock:
             self._info = (0.0, None)  # the next read sees the new backup
