@@ -69,7 +69,10 @@ def host_stack(ctx: Context, name: str, settings: dict[str, str]) -> Stack:
     return Stack(
         root=ctx.stack.root, project=f"{ctx.stack.project}-{name}", image=ctx.stack.image,
         tokens_file=ctx.stack.tokens_file, files=ctx.stack.files,
-        extra_env={**settings, "HEROES_PITR_ARCHIVE_TIMEOUT": str(ARCHIVE_TIMEOUT)},
+        # The shared stack's proxy settings (no rate limits, a long queue): these drills count
+        # failed writes, and the 2 cores are an overload for 8 writers beside two stacks.
+        extra_env={**ctx.stack.extra_env, **settings,
+                   "HEROES_PITR_ARCHIVE_TIMEOUT": str(ARCHIVE_TIMEOUT)},
     )  # fmt: skip
 
 

@@ -174,11 +174,15 @@ class Agent:
 
     # --- what the exporter and the health check read ------------------------------------------
     def stanza(self) -> dict[str, Any] | None:
-        """`pgbackrest info`, cached for 5 s (scrapes and health checks come every few s)."""
-        with self.lock:
-            at, cached = self._info
-            if time.monotonic() - at < 5 and at:
-                return cached
+        """`pgbackrest info`, cached for 5 s (scrapes and health checks come every few s). While
+        one call runs, the others get the last answer: a store that stopped answering holds
+        `info` for up to its timeout, and a scrape must not wait for it."""
+        at, cached = self._info
+        if time.monotonic() - at < 5 and at:
+            return cached
+        if not self.lock.acquire(blocking=False):
+            return cached
+        try:
             try:
                 current: dict[str, Any] | None = info()
             except (RuntimeError, ValueError, subprocess.TimeoutExpired) as exc:
@@ -186,6 +190,8 @@ class Agent:
                 current = None
             self._info = (time.monotonic(), current)
             return current
+        finally:
+            self.lock.release()
 
     def status(self) -> dict[str, float]:
         stanza = self.stanza()
@@ -283,8 +289,7 @@ class Agent:
         except subprocess.TimeoutExpired:
             proc = subprocess.CompletedProcess([], 1, "", "ERROR: backup ran over 86400 s")
         seconds = round(time.monotonic() - t0, 2)
-        with self.lock:
-            self._info = (0.0, None)  # the next read sees the new backup
+        self._info = (0.0, self._info[1])  # the next read asks again, to see the new backup
         if proc.returncode != 0:
             self.runs["failed"] += 1
             self.last_run_ok = 0
