@@ -106,6 +106,26 @@ def after_restore(ctx: Context, result: DrillResult, prefix: str) -> dict[str, A
     return {"next_id": new_id, "max_restored_id": top}
 
 
+def kill_database(stack: Stack) -> tuple[float, str]:
+    """The loss: the server dies (SIGKILL, no shutdown checkpoint, no last archive) and its
+    container is removed. When it happened, and the data volume's name."""
+    db = stack.container("db")
+    volume = next(
+        m["Name"] for m in stack.inspect(db)["Mounts"]
+        if m["Destination"] == "/var/lib/postgresql/data"
+    )  # fmt: skip
+    lost_at = time.time()
+    stack.docker("rm", "-f", db)
+    time.sleep(1.0)
+    return lost_at, volume
+
+
+def remove_data(stack: Stack, volume: str) -> None:
+    """The data volume removed (the pgbackrest service mounts it too: removed first)."""
+    stack.compose("rm", "-s", "-f", "pgbackrest")
+    stack.docker("volume", "rm", volume)
+
+
 @pytest.mark.drill(20, TITLE_LOST, stage="replaces-data", services=SERVICES)
 def test_pitr_volume_lost(ctx: Context, result: DrillResult) -> None:
     stack = ctx.stack
@@ -116,20 +136,10 @@ def test_pitr_volume_lost(ctx: Context, result: DrillResult) -> None:
     try:
         time.sleep(timeout + 15)
         before = metrics(stack)
-        db = stack.container("db")
-        volume = next(
-            m["Name"] for m in stack.inspect(db)["Mounts"]
-            if m["Destination"] == "/var/lib/postgresql/data"
-        )  # fmt: skip
-        # The loss: the server dies (SIGKILL, no shutdown checkpoint, no last archive) and is
-        # removed, then its volume. The pgbackrest service mounts that volume too: removed first.
-        lost_at = time.time()
-        stack.docker("rm", "-f", db)
-        time.sleep(1.0)
+        lost_at, volume = kill_database(stack)
     finally:
         run = LoadRun(load.stop())
-    stack.compose("rm", "-s", "-f", "pgbackrest")
-    stack.docker("volume", "rm", volume)
+    remove_data(stack, volume)
     log(f"drill 20: database container and volume {volume} gone; restore.sh --latest")
     restore_s, done = restore(stack, "--latest")
 

@@ -39,9 +39,20 @@ from typing import Any, NoReturn
 PGDATA = Path(os.environ.get("PGDATA", "/var/lib/postgresql/data"))
 SOCKET = os.environ.get("PGBACKREST_PG1_SOCKET_PATH", "/var/run/postgresql")
 WAL_SEGMENT = 16 * 1024 * 1024
+RESTORE_TEST = Path("/var/lib/heroes-restore-test/metrics.prom")
 RETRY_S = 60  # after a failed backup (each attempt starts with a checkpoint)
 UNITS = {"": 1, "KB": 1024, "KIB": 1024, "MB": 1024**2, "MIB": 1024**2, "GB": 1024**3,
          "GIB": 1024**3, "TB": 1024**4, "TIB": 1024**4}  # fmt: skip
+
+
+def repos() -> list[int]:
+    """The repositories: 1 (local), and 2 (off-host) when PGBACKREST_REPO2_TYPE defines it."""
+    return [1, 2] if os.environ.get("PGBACKREST_REPO2_TYPE") else [1]
+
+
+def timeline(segment: str) -> int:
+    """The timeline of a WAL segment name (its first 8 hex digits)."""
+    return int(segment[:8], 16)
 
 
 def env_int(name: str, default: int) -> int:
@@ -86,9 +97,31 @@ def info() -> dict[str, Any]:
     return stanzas[0] if stanzas else {}
 
 
-def backups(stanza: dict[str, Any], kind: str | None = None) -> list[dict[str, Any]]:
-    found = [b for b in stanza.get("backup", []) if kind is None or b.get("type") == kind]
+def backups(
+    stanza: dict[str, Any], kind: str | None = None, repo: int | None = None
+) -> list[dict[str, Any]]:
+    found = [
+        b for b in stanza.get("backup", [])
+        if (kind is None or b.get("type") == kind)
+        and (repo is None or b.get("database", {}).get("repo-key") == repo)
+    ]  # fmt: skip
     return sorted(found, key=lambda b: int(b["timestamp"]["stop"]))
+
+
+def current_timeline() -> int | None:
+    """The server's timeline (None in recovery or when it does not answer)."""
+    row = sql("SELECT pg_walfile_name(pg_current_wal_lsn())")
+    return timeline(row[0]) if row and len(row) == 1 and len(row[0]) == 24 else None
+
+
+def repo_errors(stanza: dict[str, Any]) -> dict[int, str]:
+    """Repositories `pgbackrest info` could not read, with its message (a missing stanza is not
+    an error here: a new repository, or a new host's empty local one)."""
+    return {
+        int(r["key"]): str(r["status"].get("message", ""))
+        for r in stanza.get("repo", [])
+        if r.get("status", {}).get("code", 0) not in (0, 1, 2)
+    }
 
 
 def sql(query: str) -> list[str] | None:
@@ -123,7 +156,10 @@ def size_bytes(text: str) -> int | None:
 
 class Agent:
     def __init__(self) -> None:
-        self.interval = env_int("HEROES_PITR_FULL_INTERVAL", 86400)
+        # Full weekly, differential daily: a daily full rewrote the whole database every day for
+        # no gain in what can be restored (the WAL archive covers every point either way).
+        self.interval = env_int("HEROES_PITR_FULL_INTERVAL", 7 * 86400)
+        self.diff_interval = env_int("HEROES_PITR_DIFF_INTERVAL", 86400)
         self.max_age = env_int("HEROES_PITR_FULL_MAX_AGE", 2 * self.interval + 3600)
         self.port = env_int("HEROES_PITR_METRICS_PORT", 9854)
         self.lock = threading.Lock()
@@ -134,14 +170,19 @@ class Agent:
         self.retry_at = 0.0
         self.wal: dict[str, float] = {"archived": 0.0, "failed": 0.0}  # last known (server down)
         self._info: tuple[float, dict[str, Any] | None] = (0.0, None)
+        self.timeline: int | None = None
 
     # --- what the exporter and the health check read ------------------------------------------
     def stanza(self) -> dict[str, Any] | None:
-        """`pgbackrest info`, cached for 5 s (scrapes and health checks come every few s)."""
-        with self.lock:
-            at, cached = self._info
-            if time.monotonic() - at < 5 and at:
-                return cached
+        """`pgbackrest info`, cached for 5 s (scrapes and health checks come every few s). While
+        one call runs, the others get the last answer: a store that stopped answering holds
+        `info` for up to its timeout, and a scrape must not wait for it."""
+        at, cached = self._info
+        if time.monotonic() - at < 5 and at:
+            return cached
+        if not self.lock.acquire(blocking=False):
+            return cached
+        try:
             try:
                 current: dict[str, Any] | None = info()
             except (RuntimeError, ValueError, subprocess.TimeoutExpired) as exc:
@@ -149,6 +190,8 @@ class Agent:
                 current = None
             self._info = (time.monotonic(), current)
             return current
+        finally:
+            self.lock.release()
 
     def status(self) -> dict[str, float]:
         stanza = self.stanza()
@@ -162,6 +205,16 @@ class Agent:
         with contextlib.suppress(OSError):  # the data volume is not mounted (a one-off run)
             pending = sum(1 for p in (PGDATA / "pg_wal/archive_status").glob("*.ready"))
         last = full[-1] if full else None
+        tl = current_timeline()
+        if tl is not None:
+            self.timeline = tl
+        on_timeline = [
+            r for r in repos()
+            if any(timeline(b["archive"]["start"]) == self.timeline
+                   for b in backups(stanza or {}, "full", r))
+        ]  # fmt: skip
+        errors = repo_errors(stanza or {})
+        covered = self.timeline is None or len(on_timeline) == len(repos())
         out = {
             "heroes_backup_last_full_completion_timestamp_seconds": (
                 float(last["timestamp"]["stop"]) if last else 0.0
@@ -186,6 +239,13 @@ class Agent:
             "heroes_wal_pending_segments": float(pending),
             "heroes_wal_pending_bytes": float(pending * WAL_SEGMENT),
             "heroes_pitr_database_up": 0.0 if wal is None else 1.0,
+            # 0 = backups on this host only (docs/backups.md: production refuses it).
+            "heroes_backup_offhost_repositories": float(len(repos()) - 1),
+            "heroes_backup_repositories_unreadable": float(len(errors)),
+            # Every repository holds a full backup of the server's current timeline (after a
+            # point-in-time restore, one is taken at once: a later --latest starts from it).
+            "heroes_backup_timeline_covered": 1.0 if covered else 0.0,
+            "heroes_pitr_timeline": float(self.timeline or 0),
         }
         budget = size_bytes(os.environ.get("PGBACKREST_ARCHIVE_PUSH_QUEUE_MAX", ""))
         if budget is not None:
@@ -201,6 +261,9 @@ class Agent:
             if result == "ok":
                 lines.append("# TYPE heroes_backup_runs_total counter")
             lines.append(f'heroes_backup_runs_total{{result="{result}"}} {count}')
+        # The restore test's results (deploy/postgres/restore-test.sh), as it wrote them.
+        with contextlib.suppress(OSError):
+            lines += RESTORE_TEST.read_text().splitlines()
         for name, key in (("archived", "archived_n"), ("failed", "failed_n")):
             if key in self.wal:
                 lines += [f"# TYPE heroes_wal_{name}_total counter",
@@ -208,28 +271,38 @@ class Agent:
         return "\n".join(lines) + "\n"
 
     # --- the schedule ------------------------------------------------------------------------
-    def backup(self, why: str) -> bool:
+    def backup(self, why: str, kind: str = "full") -> bool:
         if time.monotonic() < self.retry_at:
             return False  # a failed run is retried after RETRY_S, not at every 5 s pass
-        log("info", "full backup started", reason=why)
+        # Every repository, also after one failed (the off-host store away is no reason to skip
+        # the local backup).
+        done = [self.backup_repo(why, repo, kind) for repo in repos()]
+        return all(done)
+
+    def backup_repo(self, why: str, repo: int, kind: str) -> bool:
+        log("info", f"{kind} backup started", reason=why, repo=repo)
         t0 = time.monotonic()
-        proc = pgbackrest("backup", "--type=full")
+        try:
+            # A full backup of a large database takes hours: the bound is a day, and running
+            # over it is a failed run (logged, retried), not a crash of the service.
+            proc = pgbackrest("backup", f"--type={kind}", f"--repo={repo}", timeout=86400)
+        except subprocess.TimeoutExpired:
+            proc = subprocess.CompletedProcess([], 1, "", "ERROR: backup ran over 86400 s")
         seconds = round(time.monotonic() - t0, 2)
-        with self.lock:
-            self._info = (0.0, None)  # the next read sees the new backup
+        self._info = (0.0, self._info[1])  # the next read asks again, to see the new backup
         if proc.returncode != 0:
             self.runs["failed"] += 1
             self.last_run_ok = 0
             self.retry_at = time.monotonic() + RETRY_S
-            log("error", "full backup failed", status="failed", error=last_error(proc),
-                seconds=seconds)  # fmt: skip
+            log("error", f"{kind} backup failed", status="failed", error=last_error(proc),
+                seconds=seconds, repo=repo)  # fmt: skip
             return False
         self.runs["ok"] += 1
         self.last_run_ok = 1
-        newest = backups(self.stanza() or {}, "full")
+        newest = backups(self.stanza() or {}, kind, repo)
         label = newest[-1]["label"] if newest else None
-        log("info", "full backup written", status="ok", label=label, seconds=seconds,
-            kept=len(newest))  # fmt: skip
+        log("info", f"{kind} backup written", status="ok", label=label, seconds=seconds,
+            kept=len(newest), repo=repo)  # fmt: skip
         return True
 
     def create_stanza(self) -> None:
@@ -273,14 +346,18 @@ class Agent:
                 # WAL past the budget may have been dropped meanwhile: a new base closes the gap.
                 log("info", "WAL archiving works again")
                 recovery_due = True
+            last = status["heroes_backup_last_completion_timestamp_seconds"]
             reason = (
                 "archiving recovered" if recovery_due
                 else "no full backup yet" if not newest
+                else "new timeline" if status["heroes_backup_timeline_covered"] == 0
                 else f"every {self.interval}s" if time.time() - newest >= self.interval
                 else None
             )  # fmt: skip
             if reason and self.backup(reason):
                 recovery_due = False
+            elif not reason and time.time() - last >= self.diff_interval:
+                self.backup(f"every {self.diff_interval}s", "diff")
             was_failing = failing
             time.sleep(5)
 
@@ -327,10 +404,15 @@ def health() -> None:
         fail("WAL archiving is failing (pg_stat_archiver: last failure after last success)")
     if not full:
         fail("no full backup in the repository yet")
+    if value["heroes_backup_repositories_unreadable"]:
+        fail("an off-host repository cannot be read (see the service's log)")
+    if value["heroes_backup_timeline_covered"] != 1:
+        fail("no full backup of the current timeline yet (taken after a restore)")
     age = time.time() - full
     if age > value["heroes_backup_full_max_age_seconds"]:
         fail(f"the newest full backup is {age:.0f}s old")
-    print(f"ok: newest full backup {age:.0f}s old, archiving works")
+    where = "" if value["heroes_backup_offhost_repositories"] else " (backups on this host only)"
+    print(f"ok: newest full backup {age:.0f}s old, archiving works{where}")
 
 
 def restore_args(argv: list[str]) -> tuple[str | None, bool]:
@@ -346,22 +428,139 @@ def restore_args(argv: list[str]) -> tuple[str | None, bool]:
     return to, force
 
 
+SEGMENT = re.compile(r"([0-9A-F]{24})-[0-9a-f]{40}")
+COMMIT = re.compile(r"desc: (?:COMMIT|ABORT) (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(?:\.\d+)?) UTC")
+
+
+def when(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="seconds")
+
+
+def archived(repo: int) -> dict[str, str]:
+    """Archived WAL segment name -> its path in repository ``repo``."""
+    stanza = os.environ.get("PGBACKREST_STANZA", "heroes")
+    proc = pgbackrest("repo-ls", f"--repo={repo}", "--recurse", "--output=json",
+                      f"archive/{stanza}", timeout=120)  # fmt: skip
+    if proc.returncode != 0:
+        raise RuntimeError(last_error(proc))
+    found: dict[str, str] = {}
+    for path in json.loads(proc.stdout or "{}"):
+        match = SEGMENT.fullmatch(path.rsplit("/", 1)[-1].split(".")[0])
+        if match:
+            found.setdefault(match[1], f"archive/{stanza}/{path}")
+    return found
+
+
+def position(name: str) -> int:
+    """A segment's place in the WAL stream, whatever its timeline (16 MiB segments)."""
+    return int(name[8:16], 16) * 256 + int(name[16:24], 16)
+
+
+def segment(tl: int, pos: int) -> str:
+    return f"{tl:08X}{pos // 256:08X}{pos % 256:08X}"
+
+
+def last_commit(repo: int, path: str, name: str) -> float | None:
+    """The time of the last commit (or abort) recorded in an archived segment: recovery to a
+    time stops only at such a record, so this is how far a --to can reach."""
+    work = Path(f"/tmp/heroes-restore-check-{os.getpid()}")
+    work.mkdir(exist_ok=True)
+    try:
+        # repo-get decrypts; the segment stays lz4-compressed (compress-type), lz4 undoes that.
+        got = subprocess.run(["pgbackrest", "repo-get", f"--repo={repo}", path],
+                             capture_output=True, timeout=120, check=False)  # fmt: skip
+        if got.returncode != 0:
+            raise RuntimeError(got.stderr.decode(errors="replace").strip().splitlines()[-1])
+        raw = got.stdout
+        if path.endswith(".lz4"):
+            raw = subprocess.run(["lz4", "-dc"], input=raw, capture_output=True, timeout=120,
+                                 check=True).stdout  # fmt: skip
+        (work / name).write_bytes(raw)
+        waldump = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_waldump"))[-1]
+        dump = subprocess.run(
+            [str(waldump), "-p", str(work), name], capture_output=True, text=True, timeout=120,
+            check=False, env={**os.environ, "TZ": "UTC"},
+        )  # fmt: skip
+        stamps = COMMIT.findall(dump.stdout)
+        if not stamps:
+            return None
+        return datetime.fromisoformat(stamps[-1] + "+00:00").timestamp()
+    finally:
+        for f in work.iterdir():
+            f.unlink()
+        work.rmdir()
+
+
+def reach(
+    repo: int, start: str, wal: dict[str, str], cache: dict[str, float | None]
+) -> tuple[float | None, str]:
+    """From a backup's first segment, follow the archive (onto a later timeline where one
+    continues) to its first gap: the last commit time reached, and the last segment."""
+    tl, pos, last = timeline(start), position(start), start
+    while True:
+        for candidate in (tl + 2, tl + 1, tl):  # the latest timeline, as recovery follows
+            if segment(candidate, pos + 1) in wal:
+                tl, pos, last = candidate, pos + 1, segment(candidate, pos + 1)
+                break
+        else:
+            break
+    # The newest commit on the way: the last segment may hold none (a quiet archive_timeout).
+    for back in range(4):
+        name = segment(tl, pos - back) if segment(tl, pos - back) in wal else None
+        if name is None:
+            break
+        if name not in cache:
+            cache[name] = last_commit(repo, wal[name], name)
+        if cache[name] is not None:
+            return cache[name], last
+    return None, last
+
+
 def check_restore(to: str | None, force: bool, target: float | None) -> dict[str, Any]:
-    """Refuse (one line, exit 1) unless a restore may run; nothing is changed."""
+    """Refuse (one line, exit 1) unless a restore may run; nothing is changed. With a target
+    time, the backup pgBackRest will pick (the newest that ended before it, in the first
+    repository that has one) must reach it through the archive without a gap."""
     if (PGDATA / "PG_VERSION").exists() and not force:
         fail("the database volume holds a database cluster: --force replaces it")
     try:
         stanza = info()
     except (RuntimeError, ValueError) as exc:
         fail(f"cannot read the pgBackRest repository: {exc}")
+    for repo, message in repo_errors(stanza).items():
+        fail(f"repository {repo} cannot be read: {message}")
     done = backups(stanza)
     if not done:
-        fail("the pgBackRest repository holds no backup of this stanza: nothing to restore from")
-    if target is not None:
-        first = min(int(b["timestamp"]["stop"]) for b in done)
-        if target < first:
-            when = datetime.fromtimestamp(first, UTC).isoformat()
-            fail(f"{to} is before the oldest backup's end ({when}): no backup to start from")
+        fail("no repository holds a backup of this stanza: nothing to restore from")
+    if target is None:
+        return stanza
+    ranges: list[tuple[int, float, float | None, str]] = []
+    chosen = None
+    for repo in repos():
+        try:
+            wal = archived(repo)
+        except RuntimeError as exc:
+            fail(f"cannot list repository {repo}'s WAL archive: {exc}")
+        cache: dict[str, float | None] = {}
+        mine = backups(stanza, repo=repo)
+        for b in mine[-3:]:  # the newest few: each costs one segment read
+            end, last = reach(repo, b["archive"]["start"], wal, cache)
+            ranges.append((repo, float(b["timestamp"]["stop"]), end, last))
+        before = [b for b in mine if float(b["timestamp"]["stop"]) < target]
+        if chosen is None and before:
+            b = before[-1]
+            end, last = reach(repo, b["archive"]["start"], wal, cache)
+            chosen = (repo, float(b["timestamp"]["stop"]), end, last)
+    spans = "; ".join(f"repo{r} {when(a)} to {when(e) if e else when(a)}" for r, a, e, _ in ranges)
+    first = min(float(b["timestamp"]["stop"]) for b in done)
+    if chosen is None:
+        fail(f"{to} is before the oldest backup's end ({when(first)}); reachable: {spans}")
+    repo, stop, end, last = chosen
+    # HEROES_PITR_ARCHIVE_GROWS: the server still runs and restore.sh archives its current WAL
+    # before the last check; only that one may judge the end of the archive.
+    if (end is None or target > end) and not os.environ.get("HEROES_PITR_ARCHIVE_GROWS"):
+        fail(f"{to} is past what the archive reaches from the backup of {when(stop)} in repo{repo}"
+             f" (WAL up to {last}, last commit {when(end) if end else 'none'}: the end of the"
+             f" archive or a gap); reachable: {spans}")  # fmt: skip
     return stanza
 
 
@@ -387,6 +586,14 @@ def restore(to: str | None, force: bool, target: float | None) -> None:
 def main(argv: list[str]) -> None:
     command = argv[0] if argv else ""
     if command == "run":
+        if (
+            os.environ.get("ENVIRONMENT") == "production"
+            and len(repos()) == 1
+            and os.environ.get("HEROES_BACKUP_SINGLE_HOST") != "accept"
+        ):
+            fail("production keeps backups off this host: set PGBACKREST_REPO2_TYPE=s3 and the"
+                 " PGBACKREST_REPO2_* settings (docs/backups.md), or HEROES_BACKUP_SINGLE_HOST"
+                 "=accept to keep them on this host only")  # fmt: skip
         agent = Agent()
         agent.serve()
         agent.schedule()

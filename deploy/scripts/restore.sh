@@ -2,21 +2,28 @@
 # Restore the compose stack's database, from pgBackRest (point in time) or from a pg_dump archive:
 #
 #   deploy/scripts/restore.sh [--force] --latest         everything archived (after a lost volume)
-#   deploy/scripts/restore.sh [--force] --to TIMESTAMP   the state at TIMESTAMP ('2026-12-02 10:15:00+00')
+#   deploy/scripts/restore.sh [--force] --to TIMESTAMP   the state at TIMESTAMP (ISO 8601 with a
+#                                                        zone: 2026-12-02T10:15:00Z)
 #   deploy/scripts/restore.sh [--force] FILE             a pg_dump archive (backup.sh)
 #
-# Point in time (--latest, --to; docs/backups.md): pgBackRest restores the newest full backup that
-# ended before the target into the db-data volume, and PostgreSQL replays the archived WAL up to
-# the target (--latest: to the end of the archive), then promotes.
-#  1. refuses (one line on stderr, exit 1, nothing changed) a volume that already holds a database
-#     cluster unless --force, a repository without a backup, an unreadable, future or too early
-#     TIMESTAMP; with the database running, it first archives the current WAL (`pgbackrest
-#     check`) and refuses if that fails, since the newest changes would be missing;
-#  2. stops api, pgbackrest, a running scheduled backup, and db;
-#  3. `pgbackrest restore` (--delta over an existing cluster with --force);
+# Point in time (--latest, --to; docs/backups.md): pgBackRest restores the newest backup that
+# ended before the target (from the first repository that has one: repo1 local, repo2 off-host)
+# into the db-data volume, and PostgreSQL replays the archived WAL up to the target (--latest: to
+# the end of the archive), then promotes. On a new host, run it before the first `up`.
+#  1. refuses (one line on stderr, exit 1, nothing stopped or changed) a volume that already holds
+#     a database cluster unless --force, an unreadable repository (unreachable store, wrong
+#     passphrase), no backup, a TIMESTAMP that is not ISO 8601 with a zone, in the future, before
+#     the oldest backup, or past what the archive reaches from the backup that would be used (its
+#     end, or a gap: the last commit found there), naming the reachable range;
+#  2. with the database running: stops the writers (api, pgbackrest, a scheduled backup), commits
+#     one transaction and archives the current WAL (`pgbackrest check`), then checks again (a
+#     refusal starts the writers again);
+#  3. stops db; `pgbackrest restore` (--delta over an existing cluster with --force);
 #  4. starts db, waits for the end of recovery (promotion), archives the new timeline's first
 #     WAL (`pgbackrest check`); 5. the migrate one-shot;
-#  6. starts what it stopped and waits for readiness (`up -d --wait`).
+#  6. starts the stack and waits for readiness (`up -d --wait`): the pgbackrest service is healthy
+#     only once every repository holds a full backup of the new timeline, so a later --latest
+#     never starts from the abandoned one.
 #
 # pg_dump archive (FILE):
 #  1. verifies FILE against FILE.sha256 and that pg_restore can read it, and refuses a database
@@ -50,7 +57,7 @@ while [ $# -gt 0 ]; do
       ;;
     --to=*) to=${1#--to=} ;;
     -h | --help)
-      sed -n '2,6p' "$0" | sed 's/^# \{0,1\}//'
+      sed -n '2,7p' "$0" | sed 's/^# \{0,1\}//'
       exit 0
       ;;
     -*)
@@ -80,33 +87,65 @@ if [ -z "$file" ]; then
   started=$(now)
   target_epoch=
   if [ -n "$to" ]; then
-    target_epoch=$(date -u -d "$to" +%s 2>/dev/null) ||
-      refuse "cannot read the time '$to' (write it like '2026-12-02 10:15:00+00')"
-    [ "$target_epoch" -le "$(date +%s)" ] || refuse "$to is in the future"
+    # ISO 8601 with its zone, nothing else: a time without one means a different instant on
+    # every host, and GNU date's free forms ("yesterday") are no way to name a restore point.
+    iso='^[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]{1,6})?)?(Z|[+-][0-9]{2}(:?[0-9]{2})?)$'
+    [[ $to =~ $iso ]] ||
+      refuse "'$to' is not an ISO 8601 time with a zone (write it like 2026-12-02T10:15:00Z or 2026-12-02 10:15:00+01:00)"
+    target_epoch=$(date -u -d "$to" +%s.%N 2>/dev/null) || refuse "'$to' is not a valid time"
+    # In UTC, in the one form pgBackRest's backup set selection reads (it refuses the "T").
+    to=$(date -u -d "@$target_epoch" '+%Y-%m-%d %H:%M:%S.%6N+00:00')
+    awk -v t="$target_epoch" -v n="$(now)" 'BEGIN { exit !(t <= n) }' || refuse "$to is in the future"
   fi
   compose=(docker compose --profile backup)
-  # The db service's container definition (image, volumes, PGBACKREST_* settings), one-off, as
-  # the postgres user: the restore writes into the same db-data volume the server uses.
-  agent=("${compose[@]}" run --rm --no-deps -T --user 999:999
-    -e "HEROES_PITR_TARGET_EPOCH=$target_epoch" --entrypoint pgbackrest-agent db)
+  # The db service's container definition (image, volumes, PGBACKREST_* settings and secrets),
+  # one-off, as the postgres user: the restore writes into the same db-data volume the server uses.
+  grows=
+  agent() {
+    "${compose[@]}" run --rm --no-deps -T --user 999:999 -e "HEROES_PITR_TARGET_EPOCH=$target_epoch" \
+      -e "HEROES_PITR_ARCHIVE_GROWS=$grows" --entrypoint heroes-pgbackrest-env db pgbackrest-agent "$@"
+  }
+  in_db=("${compose[@]}" exec -T -u postgres db heroes-pgbackrest-env)
   what=(${to:+--to "$to"} ${force:+"$force"})
   running=$("${compose[@]}" ps --status running --services)
-  if ! check=$("${agent[@]}" check-restore "${what[@]}" 2>&1 >/dev/null); then
-    reason=$(sed -n 's/^pgbackrest-agent: //p' <<<"$check" | tail -n1)
-    refuse "${reason:-$(grep -v '^ *$' <<<"$check" | tail -n1)}"
-  fi
-  if grep -qx db <<<"$running"; then
-    # The WAL written since the last segment switch, into the repository now.
-    # ERROR [028]: the running cluster is not the archived one (a new volume after a loss,
-    # replaced with --force): its WAL does not belong to the archive.
-    if ! out=$("${compose[@]}" exec -T -u postgres db pgbackrest check 2>&1) &&
-      ! grep -q 'ERROR: \[028\]' <<<"$out"; then
-      refuse "the current WAL cannot be archived, so the newest changes would be missing: $(grep ERROR <<<"$out" | tail -n1)"
+  check_or_refuse() {
+    local check reason
+    if ! check=$(agent check-restore "${what[@]}" 2>&1 >/dev/null); then
+      reason=$(sed -n 's/^pgbackrest-agent: //p' <<<"$check" | tail -n1)
+      refuse "${reason:-$(grep -v '^ *$' <<<"$check" | tail -n1)}"
     fi
-  fi
+  }
+  # A first check with everything still running: most refusals need nothing stopped. While the
+  # server runs, the end of the archive is judged by the last check only (it archives first).
+  if grep -qx db <<<"$running"; then grows=1; fi
+  check_or_refuse
+  grows=
 
   stop=(api pgbackrest)
   grep -qx backup <<<"$running" && stop+=(backup)
+  if grep -qx db <<<"$running"; then
+    # The writers stop first, so the last check sees the archive as the restore will.
+    say "stopping ${stop[*]} (the writers) for the last check"
+    "${compose[@]}" stop "${stop[@]}"
+    restart_writers() {
+      local rc=$?
+      trap - EXIT
+      "${compose[@]}" up -d --wait --wait-timeout 180 --no-deps "${stop[@]}" >&2 || rc=$?
+      exit "$rc"
+    }
+    trap restart_writers EXIT
+    # One committed transaction (recovery to a time stops only at a commit), then the WAL
+    # written since the last segment switch, into the repositories now. ERROR [028]: the running
+    # cluster is not the archived one (a new volume after a loss, replaced with --force).
+    # shellcheck disable=SC2016  # the variables are the db container's
+    "${compose[@]}" exec -T db sh -c 'psql -X -q -U "$POSTGRES_USER" -d "$POSTGRES_DB" -c "SELECT txid_current()"' >/dev/null || true
+    if ! out=$("${in_db[@]}" pgbackrest check 2>&1) && ! grep -q 'ERROR: \[028\]' <<<"$out"; then
+      refuse "the current WAL cannot be archived, so the newest changes would be missing: $(grep ERROR <<<"$out" | tail -n1)"
+    fi
+    check_or_refuse
+    trap - EXIT
+  fi
+
   say "stopping ${stop[*]} and db for the restore"
   "${compose[@]}" stop "${stop[@]}" db
   # Before the restore has begun nothing has changed: a failure starts everything again. After,
@@ -129,7 +168,7 @@ if [ -z "$file" ]; then
   say "pgbackrest restore ${to:+to $to}${latest:+to the end of the archive}"
   t=$(now)
   restore_began=1
-  "${agent[@]}" restore "${what[@]}"
+  agent restore "${what[@]}"
   restore_s=$(since "$t")
 
   say "starting db: WAL replay from the archive, then promotion"
@@ -148,7 +187,7 @@ if [ -z "$file" ]; then
   recovery_s=$(since "$t")
   # The new timeline's first WAL, into the repository now: until it is there, a later --latest
   # would follow the old timeline past the target (the undone mistake included).
-  if ! out=$("${compose[@]}" exec -T -u postgres db pgbackrest check 2>&1); then
+  if ! out=$("${in_db[@]}" pgbackrest check 2>&1); then
     echo "restore.sh: warning: the new timeline's WAL could not be archived yet:" \
       "$(grep ERROR <<<"$out" | tail -n1)" >&2
   fi
@@ -159,7 +198,8 @@ if [ -z "$file" ]; then
   trap - EXIT
   say "starting ${stop[*]} and waiting for readiness"
   t=$(now)
-  "${compose[@]}" up -d --wait --wait-timeout 300 --no-deps db "${stop[@]}"
+  # The proxy too: on a new host (nothing was running) the stack starts here.
+  "${compose[@]}" up -d --wait --wait-timeout 600 --no-deps db proxy "${stop[@]}"
   say "done: pgbackrest restore ${restore_s}s, recovery ${recovery_s}s, ${stop[*]} ready" \
     "$(since "$t")s later; $(since "$started")s in all"
   exit 0

@@ -1,0 +1,155 @@
+"""Drill 40: the object store away for 5 minutes under writes (docs/backups.md).
+
+A stack with the S3 stand-in's settings serves 8 writers through the proxy; the stand-in's TLS
+front is frozen (``docker pause``: connections open and silent, like a store that stopped
+answering) for 5 minutes, then thawed. Pass: an archiving alert's expression holds on the
+exporter's metrics for its ``for`` while the store is away (HeroesWalArchiveFailing, or
+HeroesWalArchiveStalled: deploy/prometheus/rules/backups.yml); every write is acknowledged and
+stored meanwhile; the WAL waiting in pg_wal stays within its budget; after the return archiving
+recovers and repo2's archive has no gap from its newest backup's first segment to its last.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+
+import pytest
+
+from drills.client import Outcome
+from drills.common import Context, DrillResult, LoadRun, db_ages, wait_for
+from drills.stack import DrillError, Stack, log
+from drills.test_offsite import host_stack, s3_standin
+from drills.test_pitr import metrics, writers
+
+TITLE = "The object store away for 5 minutes under writes: alert, writes go on, no gap after"
+AWAY_S = 300
+
+
+def gauges_now(stack: Stack) -> dict[str, float]:
+    """The exporter's gauges, or none while a scrape times out (its `pgbackrest info` waits on
+    the frozen store for up to a minute)."""
+    try:
+        return metrics(stack)
+    except (DrillError, subprocess.TimeoutExpired):
+        return {}
+
+
+def gap_free(stack: Stack) -> tuple[bool, str]:
+    """repo2's archive from its newest backup's first segment on, without a missing segment."""
+
+    def run(*args: str) -> str:
+        return stack.compose("exec", "-T", "pgbackrest", "heroes-pgbackrest-env", "pgbackrest",
+                             *args, timeout=180).stdout  # fmt: skip
+
+    info = json.loads(run("info", "--repo=2", "--output=json"))[0]
+    start = sorted(info["backup"], key=lambda b: b["timestamp"]["stop"])[-1]["archive"]["start"]
+    listing = json.loads(run("repo-ls", "--repo=2", "--recurse", "--output=json", "archive/heroes"))
+    names = {p.rsplit("/", 1)[-1][:24] for p in listing if p.rsplit("/", 1)[-1][:24].isalnum()}
+    mine = sorted(n for n in names if len(n) == 24 and n[:8] == start[:8] and n >= start)
+    numbers = [int(n[8:16], 16) * 256 + int(n[16:24], 16) for n in mine]
+    holes = [n for n in range(numbers[0], numbers[-1]) if n not in set(numbers)] if numbers else []
+    return not holes, f"{len(mine)} segments from {start} to {mine[-1] if mine else '-'}"
+
+
+@pytest.mark.drill(40, TITLE, stage="own-stack", services=("db", "pgbackrest"))
+def test_store_away(drill_context: Context, result: DrillResult) -> None:
+    ctx = drill_context
+    ctx.stack.compose("pause", check=False)
+    stack: Stack | None = None
+    try:
+        with s3_standin(ctx) as settings:
+            stack = host_stack(ctx, "away", settings)
+            stack.compose("down", "-v", "--remove-orphans", check=False)
+            stack.compose("up", "-d", "--wait", "--wait-timeout", "400", timeout=500)
+            _drill(result, ctx, stack)
+    finally:
+        if stack is not None:
+            stack.compose("down", "-v", "--remove-orphans", "--timeout", "20", check=False)
+        ctx.stack.compose("unpause", check=False)
+
+
+def _drill(result: DrillResult, ctx: Context, stack: Stack) -> None:
+    prefix = f"d40-{ctx.run_id}"
+    front = f"{ctx.stack.project}-s3-tls-1"
+    sub = Context(stack=stack, run_id=ctx.run_id)
+    load = writers(sub, prefix, seconds=AWAY_S + 240)
+    firing_at = None
+    stalled_since: float | None = None
+    fired_by = ""
+    pending = 0.0
+    budget = 0.0
+    try:
+        time.sleep(5)
+        log(f"drill 40: the object store frozen for {AWAY_S}s")
+        stack.docker("pause", front)
+        t0 = time.monotonic()
+        try:
+            while time.monotonic() - t0 < AWAY_S:
+                gauges = gauges_now(stack)
+                pending = max(pending, gauges.get("heroes_wal_pending_bytes", 0.0))
+                budget = gauges.get("heroes_wal_pending_budget_bytes", budget)
+                # HeroesWalArchiveFailing's expression, or HeroesWalArchiveStalled's held for
+                # its 2 minutes (a store that stops answering holds archive_command without a
+                # failure): deploy/prometheus/rules/backups.yml.
+                stalled = (
+                    gauges.get("heroes_wal_pending_segments", 0) > 2
+                    and time.time() - gauges.get("heroes_wal_last_archived_timestamp_seconds", 0)
+                    > 120
+                )
+                if stalled and stalled_since is None:
+                    stalled_since = time.monotonic()
+                elif not stalled:
+                    stalled_since = None
+                held = stalled_since is not None and time.monotonic() - stalled_since >= 120
+                failing = gauges.get("heroes_wal_archive_failing") == 1
+                if firing_at is None and (failing or held):
+                    firing_at = time.monotonic() - t0
+                    fired_by = "HeroesWalArchiveFailing" if failing else "HeroesWalArchiveStalled"
+                time.sleep(10)
+        finally:
+            stack.docker("unpause", front)
+        log("drill 40: the object store back")
+        stack.psql("SELECT pg_switch_wal()")
+        recovered = wait_for(
+            lambda: gauges_now(stack).get("heroes_wal_archive_failing") == 0,
+            timeout=240,
+            interval=5,
+        )
+        time.sleep(5)
+    finally:
+        run = LoadRun(load.stop())
+    stack.psql("SELECT pg_switch_wal()")
+    archived = wait_for(lambda: gauges_now(stack).get("heroes_wal_pending_segments") == 0,
+                        timeout=180, interval=5)  # fmt: skip
+    no_gap, span = gap_free(stack)
+    stored = set(db_ages(stack, prefix))
+    acked = run.acked
+    failed = [r for r in run.requests if r.outcome is not Outcome.OK]
+    result.expect(
+        firing_at is not None, "heroes_wal_archive_failing never 1 while the store was away"
+    )
+    result.expect(not failed, f"{len(failed)} writes failed while the store was away")
+    result.expect(not (acked - stored), f"{len(acked - stored)} acknowledged writes missing")
+    result.expect(
+        budget > 0 and pending < budget, f"WAL waiting {pending:.0f} B, budget {budget:.0f} B"
+    )
+    result.expect(recovered is not None, "archiving did not recover within 240 s of the return")
+    result.expect(archived is not None, "WAL still waiting 180 s after the return")
+    result.expect(no_gap, f"repo2's archive has a gap: {span}")
+    result.figures.update(
+        away_s=AWAY_S, alert_expr_true_after_s=round(firing_at or -1, 1), alert=fired_by,
+        writes_acked=len(acked), writes_failed=len(failed), pending_bytes_max=int(pending),
+        budget_bytes=int(budget), recovered_after_return_s=round(recovered or -1, 1),
+        repo2_archive=span,
+    )  # fmt: skip
+    f = result.figures
+    result.summary = (
+        f"store frozen {AWAY_S}s under 8 writers: {fired_by or 'no alert'} would fire after "
+        f"{f['alert_expr_true_after_s']}s; {f['writes_acked']} writes acknowledged and stored, "
+        f"{f['writes_failed']} failed; WAL waiting up to {f['pending_bytes_max'] // 2**20} MiB "
+        f"(budget {f['budget_bytes'] // 2**20} MiB); archiving recovered "
+        f"{f['recovered_after_return_s']}s after the return; repo2 archive without a gap "
+        f"({span})"
+    )
