@@ -61,6 +61,8 @@ class Heartbeat:
 
     def ping(self) -> None:
         with self.lock:
+            if not self.last:
+                print(json.dumps({"ts": stamp(), "heartbeat": "started"}), flush=True)
             self.last = time.monotonic()
             if self.missing:
                 self.missing = False
