@@ -11,14 +11,21 @@ import math
 import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
+
+from gunicorn.arbiter import Arbiter
+from gunicorn.errors import HaltServer
 
 from heroes.config import settings_or_exit
 from heroes.logs import logging_config
 from heroes.worker import (
+    BOOT_FAILURE_WINDOW,
+    BOOT_FAILURES,
+    DEFAULT_WORKERS,
     LIFESPAN_SHUTDOWN_MARGIN,
-    default_workers,
+    CrashLoopBreaker,
     drain_seconds,
     trusted_proxies,
 )
@@ -64,8 +71,13 @@ forwarded_allow_ips = trusted_proxies(
 )
 
 # --- workers ---------------------------------------------------------------------------------
-# WEB_CONCURRENCY, else one per CPU the container may use (cgroup v1/v2 quota, cpuset), 2..8.
-workers = _env_int("WEB_CONCURRENCY", default_workers(), minimum=1)
+# WEB_CONCURRENCY (compose sets it, and the proxy's requests at once per replica from the same
+# variable; Kubernetes from the CPU limit), else 2.
+workers = _env_int("WEB_CONCURRENCY", DEFAULT_WORKERS, minimum=1)
+# Crash-loop breaker (heroes.worker.CrashLoopBreaker): this many workers dead before they booted
+# within this many seconds stop the server (exit 3), whatever killed them.
+boot_failures = _env_int("GUNICORN_BOOT_FAILURES", BOOT_FAILURES, minimum=1)
+boot_failure_window = _env_int("GUNICORN_BOOT_FAILURE_WINDOW", BOOT_FAILURE_WINDOW, minimum=1)
 # Worker heartbeat: a worker whose event loop is blocked this long is killed and replaced.
 timeout = _env_int("GUNICORN_TIMEOUT", 30, minimum=0)
 keepalive = _env_int("KEEPALIVE", 5, minimum=0)  # uvicorn's timeout_keep_alive
@@ -134,6 +146,19 @@ def on_starting(server: Any) -> None:
                 entry.unlink()
     else:
         path.mkdir(parents=True, exist_ok=True)
+    # On the arbiter, which outlives a reload (SIGHUP re-reads this file, not the master).
+    server.heroes_breaker = breaker = CrashLoopBreaker(boot_failures, boot_failure_window)
+    server.log.error_log.addFilter(breaker)
+
+
+def pre_fork(server: Any, worker: Any) -> None:
+    """Master: the worker gets the breaker's pipe to report its boot on."""
+    worker.heroes_breaker = server.heroes_breaker
+
+
+def post_worker_init(worker: Any) -> None:
+    """Worker, its app loaded: booted (a death from now on is not a crash loop)."""
+    worker.heroes_breaker.booted(os.getpid())
 
 
 def on_exit(server: Any) -> None:
@@ -157,15 +182,24 @@ def when_ready(server: Any) -> None:
     )
 
 
-def child_exit(server: Any, worker: Any) -> None:
-    """Master, after reaping a worker: drop its live gauges from the multiprocess directory."""
+def _forget_gauges(pid: int) -> None:
+    """Drop a dead worker's live gauges from the multiprocess directory."""
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         from prometheus_client import multiprocess
 
-        multiprocess.mark_process_dead(worker.pid)  # type: ignore[no-untyped-call]
+        multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]
+
+
+def child_exit(server: Any, worker: Any) -> None:
+    """Master, after reaping a worker: its gauges go; a crash loop stops the server, with one
+    line (gunicorn's "Reason: ...") naming it and the last worker's end. Not while stopping:
+    then workers end because they were told to (the master has closed its listeners)."""
+    _forget_gauges(worker.pid)
+    if server.LISTENERS and (reason := server.heroes_breaker.exited(worker.pid, time.monotonic())):
+        raise HaltServer(reason, Arbiter.WORKER_BOOT_ERROR)
 
 
 def worker_exit(server: Any, worker: Any) -> None:
     """Worker, on its way out (after its last request): drop its own live gauges too, so they
     go even when the master cannot reap it in time (e.g. a SIGKILL at the graceful deadline)."""
-    child_exit(server, worker)
+    _forget_gauges(worker.pid)

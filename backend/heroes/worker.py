@@ -31,9 +31,11 @@ import math
 import os
 import signal
 import socket
+import struct
 import sys
 import time
-from pathlib import Path
+from collections import deque
+from contextlib import suppress
 from types import FrameType
 from typing import Any
 
@@ -45,13 +47,14 @@ from uvicorn_worker import UvicornWorker
 from heroes import lifecycle
 
 __all__ = [
+    "BOOT_FAILURES",
+    "BOOT_FAILURE_WINDOW",
+    "DEFAULT_WORKERS",
     "LIFESPAN_SHUTDOWN_MARGIN",
+    "CrashLoopBreaker",
     "HeroesServer",
     "HeroesWorker",
-    "cgroup_cpu_limit",
-    "default_workers",
     "drain_seconds",
-    "effective_cpu_count",
     "inflight_timeout",
     "trusted_proxies",
 ]
@@ -63,12 +66,16 @@ logger = logging.getLogger("uvicorn.error")
 LIFESPAN_SHUTDOWN_MARGIN = 2
 #: Default for SHUTDOWN_DRAIN_SECONDS.
 DEFAULT_DRAIN_SECONDS = 3.0
-#: Ceiling for the CPU-derived worker count (WEB_CONCURRENCY overrides it): every worker holds its
-#: own pool of DB_POOL_SIZE + DB_MAX_OVERFLOW connections, and an unlimited container on a large
-#: host must not exhaust PostgreSQL's max_connections.
-MAX_AUTO_WORKERS = 8
-
-_CGROUP_ROOT = Path("/sys/fs/cgroup")
+#: Workers when WEB_CONCURRENCY is not set (compose and the Kubernetes manifests set it): two, so
+#: a stuck or restarting worker does not take the replica down.
+DEFAULT_WORKERS = 2
+#: Defaults of GUNICORN_BOOT_FAILURES and GUNICORN_BOOT_FAILURE_WINDOW (CrashLoopBreaker). Two: a
+#: release that cannot load kills every worker of the first generation at about the same time,
+#: so the server stops right after the first death instead of one import time later (12 s on
+#: the loaded CI machine, docs/reliability.md); gunicorn itself halts at the first worker that
+#: exits with status 3.
+BOOT_FAILURES = 2
+BOOT_FAILURE_WINDOW = 60
 
 
 def drain_seconds(environ: dict[str, str] | None = None) -> float:
@@ -114,120 +121,81 @@ def trusted_proxies(ips: str, hosts: str = "") -> str:
     return ",".join(entries)
 
 
-# --- CPU sizing -------------------------------------------------------------------------------
+# --- crash-loop breaker ----------------------------------------------------------------------
 
 
-def _read(path: Path) -> str | None:
-    try:
-        return path.read_text().strip()
-    except OSError:
-        return None
+class CrashLoopBreaker(logging.Filter):
+    """Stops the server when its workers keep dying before they ever booted.
 
+    gunicorn halts by itself only when a worker exits with status 3 (an exception while loading
+    the app, or a failed lifespan startup); a worker that ends the process some other way at
+    import (``raise SystemExit(7)``, ``os._exit``, a crash in a C extension, an OOM kill) is
+    respawned forever: the container is never healthy and never restarted. Each worker reports
+    that it booted (its app loaded: gunicorn's ``post_worker_init``) by writing its pid to a pipe
+    the master made before forking; when the master reaps a worker (``child_exit``) it reads the
+    pipe. ``failures`` workers dead without having booted within ``window`` seconds: ``exited``
+    returns the one line that says so, and the master stops with it (deploy/gunicorn.conf.py).
+    A worker that booted and died later is replaced as before and never counted.
 
-def _ratio(quota: str | None, period: str | None) -> float | None:
-    try:
-        q, p = int(quota or ""), int(period or "")
-    except ValueError:  # "max" (v2 unlimited), missing or garbled file
-        return None
-    return q / p if q > 0 and p > 0 else None  # v1 writes -1 for unlimited
-
-
-def _quota_v2(directory: Path) -> float | None:
-    quota, _, period = (_read(directory / "cpu.max") or "").partition(" ")  # "150000 100000"
-    return _ratio(quota, period)
-
-
-def _quota_v1(directory: Path) -> float | None:
-    return _ratio(_read(directory / "cpu.cfs_quota_us"), _read(directory / "cpu.cfs_period_us"))
-
-
-def _cgroup_dirs(
-    proc_cgroup: str, mountinfo: str, cgroup_root: Path = _CGROUP_ROOT
-) -> list[tuple[Path, bool]]:
-    """The cgroup directories that limit this process' CPU, innermost first: (path, is_v2).
-
-    The process' cgroup path (/proc/self/cgroup) is translated through the cgroup mount that holds
-    it (/proc/self/mountinfo: the mount's root inside the hierarchy), so it works on the host, in a
-    container with a cgroup namespace (v2) and in one that only bind-mounts its own subtree (v1).
-    Every ancestor up to the mount point is included: the tightest quota wins.
+    It is also a logging filter on gunicorn's error logger, where the master writes how each
+    worker ended ("Worker (pid:N) exited with code 7.", "... was sent SIGSEGV!") just before
+    ``child_exit``, which is not told: the line names the last one.
     """
-    paths_v1: dict[str, str] = {}
-    path_v2: str | None = None
-    for line in proc_cgroup.splitlines():
-        parts = line.split(":", 2)
-        if len(parts) != 3:
-            continue
-        _, controllers, path = parts
-        if controllers == "":
-            path_v2 = path
-        for controller in controllers.split(","):
-            paths_v1[controller] = path
 
-    found: list[tuple[Path, bool]] = []
-    for line in mountinfo.splitlines():
-        left, sep, right = line.partition(" - ")
-        if not sep:
-            continue
-        fields, tail = left.split(), right.split()
-        if len(fields) < 5 or len(tail) < 3:
-            continue
-        mount_root, mount_point = fields[3], Path(fields[4])
-        fstype, super_options = tail[0], tail[2].split(",")
-        if fstype == "cgroup2" and path_v2 is not None:
-            cg_path, is_v2 = path_v2, True
-        elif fstype == "cgroup" and "cpu" in super_options and "cpu" in paths_v1:
-            cg_path, is_v2 = paths_v1["cpu"], False
-        else:
-            continue
-        relative = os.path.relpath(cg_path, mount_root) if cg_path.startswith(mount_root) else "."
-        directory = (mount_point / relative) if relative != "." else mount_point
-        # Inside a v1 container /proc/self/cgroup names the host path (/docker/<id>) while the
-        # mount shows only the container's subtree at its root: fall back to the mount point.
-        if not directory.is_dir():
-            directory = mount_point
+    _PID = struct.Struct("=i")
+
+    def __init__(self, failures: int, window: float) -> None:
+        super().__init__()
+        self.failures = failures
+        self.window = window
+        self._read_fd, self._write_fd = os.pipe()
+        os.set_blocking(self._read_fd, False)
+        os.set_blocking(self._write_fd, False)
+        self._booted: set[int] = set()
+        self._deaths: deque[float] = deque()
+        self._how: dict[int, str] = {}
+
+    def booted(self, pid: int) -> None:
+        """In the worker, once its app is loaded. 4 bytes: atomic, and the pipe cannot fill (the
+        master empties it whenever a worker exits, and only then are new workers forked)."""
+        with suppress(BlockingIOError):
+            os.write(self._write_fd, self._PID.pack(pid))
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Keeps the master's line about each worker's end (never drops a record)."""
+        if (
+            isinstance(record.msg, str)
+            and record.msg.startswith("Worker (pid:%s) ")
+            and record.args
+        ):
+            args = record.args if isinstance(record.args, tuple) else (record.args,)
+            self._how[int(args[0])] = record.getMessage().rstrip(".!")  # type: ignore[call-overload]
+        return True
+
+    def exited(self, pid: int, now: float) -> str | None:
+        """In the master, after reaping worker ``pid``: why to stop the server, or None."""
         while True:
-            found.append((directory, is_v2))
-            if directory == mount_point or directory.parent == directory:
+            try:
+                data = os.read(self._read_fd, 4096)  # a multiple of the record size
+            except BlockingIOError:
                 break
-            directory = directory.parent
-    if not found and cgroup_root.is_dir():  # no /proc (unusual sandbox): try the usual mounts
-        found = [
-            (cgroup_root, True),
-            (cgroup_root / "cpu", False),
-            (cgroup_root / "cpu,cpuacct", False),
-        ]
-    return found
-
-
-def cgroup_cpu_limit() -> float | None:
-    """CPUs allowed by the cgroup CPU quota (v1 cfs_quota_us or v2 cpu.max); None if unlimited."""
-    proc_cgroup = _read(Path("/proc/self/cgroup")) or ""
-    mountinfo = _read(Path("/proc/self/mountinfo")) or ""
-    limits = [
-        quota
-        for directory, is_v2 in _cgroup_dirs(proc_cgroup, mountinfo)
-        if (quota := (_quota_v2(directory) if is_v2 else _quota_v1(directory))) is not None
-    ]
-    return min(limits) if limits else None
-
-
-def effective_cpu_count() -> int:
-    """CPUs this process may really use: cpuset affinity, then the CFS quota (rounded up)."""
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):  # pragma: no cover - not Linux
-        cpus = os.cpu_count() or 1
-    quota = cgroup_cpu_limit()
-    if quota is not None:
-        cpus = min(cpus, math.ceil(quota))
-    return max(1, cpus)
-
-
-def default_workers(cpus: int | None = None) -> int:
-    """Workers when WEB_CONCURRENCY is not set: one event loop per usable CPU, at least 2 (a stuck
-    or restarting worker does not take the replica down), at most MAX_AUTO_WORKERS."""
-    cpus = effective_cpu_count() if cpus is None else cpus
-    return min(MAX_AUTO_WORKERS, max(2, cpus))
+            if not data:
+                break
+            self._booted.update(pid for (pid,) in self._PID.iter_unpack(data))
+        how = self._how.pop(pid, f"Worker (pid:{pid}) exited")
+        if pid in self._booted:
+            self._booted.discard(pid)
+            return None
+        self._deaths.append(now)
+        while self._deaths[0] <= now - self.window:
+            self._deaths.popleft()
+        if len(self._deaths) < self.failures:
+            return None
+        return (
+            f"crash loop: {len(self._deaths)} workers died before they booted, within "
+            f"{now - self._deaths[0]:.1f} s, the last: {how}; stopping the server (exit 3) for its "
+            "supervisor to restart or roll back"
+        )
 
 
 # --- worker -----------------------------------------------------------------------------------

@@ -1,24 +1,21 @@
-"""heroes.worker's pure parts: drain settings, CPU sizing from cgroups, trusted proxies, and the
+"""heroes.worker's pure parts: drain settings, the crash-loop breaker, trusted proxies, and the
 drain state machine of HeroesServer (the rest runs in real gunicorn: test_gunicorn_metrics)."""
 
 from __future__ import annotations
 
 import asyncio
-import math
-import os
+import logging
 import signal
-from pathlib import Path
 
 import pytest
 from uvicorn.config import Config
 
-from heroes import lifecycle, worker
+from heroes import lifecycle
 from heroes.worker import (
     LIFESPAN_SHUTDOWN_MARGIN,
+    CrashLoopBreaker,
     HeroesServer,
-    default_workers,
     drain_seconds,
-    effective_cpu_count,
     inflight_timeout,
     trusted_proxies,
 )
@@ -56,81 +53,45 @@ def test_inflight_budget_is_what_is_left_of_graceful_timeout() -> None:
     assert inflight_timeout(3, 3) == 1  # never 0: uvicorn would not wait at all
 
 
-# --- CPU sizing -------------------------------------------------------------------------------
+# --- crash-loop breaker ----------------------------------------------------------------------
 
 
-def _mountinfo(fstype: str, mount_point: Path, root: str = "/", options: str = "rw") -> str:
-    return f"35 24 0:30 {root} {mount_point} rw,nosuid - {fstype} cgroup {options}"
-
-
-def test_cgroup_v2_quota_of_the_tightest_ancestor(tmp_path: Path) -> None:
-    leaf = tmp_path / "system.slice" / "docker-abc.scope"
-    leaf.mkdir(parents=True)
-    (leaf / "cpu.max").write_text("max 100000\n")  # unlimited here...
-    (tmp_path / "system.slice" / "cpu.max").write_text("150000 100000\n")  # ...1.5 CPUs above
-    dirs = worker._cgroup_dirs(
-        "0::/system.slice/docker-abc.scope\n", _mountinfo("cgroup2", tmp_path), tmp_path
+def _exit_record(
+    pid: int, how: str = "exited with code %s.", detail: object = 7
+) -> logging.LogRecord:
+    return logging.LogRecord(
+        "gunicorn.error", logging.ERROR, __file__, 1, f"Worker (pid:%s) {how}", (pid, detail), None
     )
-    assert dirs == [(leaf, True), (leaf.parent, True), (tmp_path, True)]
-    quotas = [worker._quota_v2(d) for d, _ in dirs]
-    assert quotas == [None, 1.5, None]
 
 
-def test_cgroup_v1_container_sees_only_its_subtree(tmp_path: Path) -> None:
-    # In a v1 container /proc/self/cgroup names the host path; the mount shows the subtree.
-    cpu = tmp_path / "cpu,cpuacct"
-    cpu.mkdir()
-    (cpu / "cpu.cfs_quota_us").write_text("200000\n")
-    (cpu / "cpu.cfs_period_us").write_text("100000\n")
-    dirs = worker._cgroup_dirs(
-        "4:cpu,cpuacct:/docker/0123\n3:memory:/docker/0123\n",
-        _mountinfo("cgroup", cpu, root="/docker/0123", options="rw,cpu,cpuacct"),
-        tmp_path,
-    )
-    assert dirs == [(cpu, False)]
-    assert worker._quota_v1(cpu) == 2.0
+def test_workers_that_booted_never_count() -> None:
+    breaker = CrashLoopBreaker(failures=2, window=60)
+    for pid in range(100, 110):  # ten booted workers die one after another: replaced as before
+        breaker.booted(pid)
+        assert breaker.exited(pid, now=float(pid)) is None
 
 
-@pytest.mark.parametrize(
-    ("quota", "period", "expected"),
-    [("-1", "100000", None), ("max", "100000", None), ("50000", "100000", 0.5), ("", "", None)],
-)
-def test_quota_ratio(quota: str, period: str, expected: float | None) -> None:
-    assert worker._ratio(quota, period) == expected
+def test_boot_failures_within_the_window_stop_the_server() -> None:
+    breaker = CrashLoopBreaker(failures=3, window=10)
+    assert breaker.filter(_exit_record(1)) is True  # a filter that never drops a record
+    assert breaker.exited(1, now=0.0) is None
+    assert breaker.exited(2, now=5.0) is None
+    assert breaker.exited(3, now=12.0) is None  # the first one is out of the window
+    breaker.filter(_exit_record(4, "was sent %s!", "SIGSEGV"))
+    reason = breaker.exited(4, now=14.0)
+    assert reason is not None
+    assert reason.startswith("crash loop: 3 workers died before they booted, within 9.0 s,")
+    assert "the last: Worker (pid:4) was sent SIGSEGV;" in reason
 
 
-def test_no_cgroup_information_falls_back_to_the_usual_mounts(tmp_path: Path) -> None:
-    dirs = worker._cgroup_dirs("", "", tmp_path)
-    assert dirs == [(tmp_path, True), (tmp_path / "cpu", False), (tmp_path / "cpu,cpuacct", False)]
-    assert worker._cgroup_dirs("", "", tmp_path / "absent") == []
-
-
-def test_unrelated_mounts_and_garbled_lines_are_skipped(tmp_path: Path) -> None:
-    mountinfo = "\n".join(
-        ["garbage", "1 2 3 - short", _mountinfo("tmpfs", tmp_path), _mountinfo("cgroup", tmp_path)]
-    )
-    # A v1 mount without the cpu controller, and no v2 path in /proc/self/cgroup: nothing.
-    assert worker._cgroup_dirs("bad line\n5:memory:/x\n", mountinfo, tmp_path / "absent") == []
-
-
-def test_effective_cpu_count_rounds_a_quota_up(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: {0, 1, 2, 3})
-    monkeypatch.setattr(worker, "cgroup_cpu_limit", lambda: 1.5)
-    assert effective_cpu_count() == 2
-    monkeypatch.setattr(worker, "cgroup_cpu_limit", lambda: None)
-    assert effective_cpu_count() == 4
-    monkeypatch.setattr(worker, "cgroup_cpu_limit", lambda: 0.25)
-    assert effective_cpu_count() == 1
-
-
-def test_cgroup_cpu_limit_reads_this_process() -> None:
-    limit = worker.cgroup_cpu_limit()
-    assert limit is None or (limit > 0 and math.isfinite(limit))
-
-
-@pytest.mark.parametrize(("cpus", "workers"), [(1, 2), (2, 2), (4, 4), (64, 8)])
-def test_default_workers(cpus: int, workers: int) -> None:
-    assert default_workers(cpus) == workers
+def test_a_booted_worker_between_failures_does_not_reset_or_count() -> None:
+    breaker = CrashLoopBreaker(failures=2, window=60)
+    assert breaker.exited(1, now=0.0) is None
+    breaker.booted(2)
+    assert breaker.exited(2, now=1.0) is None
+    reason = breaker.exited(3, now=2.0)
+    assert reason is not None
+    assert "the last: Worker (pid:3) exited;" in reason  # no line about it: still named
 
 
 # --- trusted proxies --------------------------------------------------------------------------

@@ -1,6 +1,6 @@
-"""Reliability and security drills against the real compose stack (deploy/scripts/drills.sh).
+"""Reliability and security drills against the real compose stack: pytest tests
+(``test_*.py``, fixtures in ``conftest.py``), run by ``deploy/scripts/drills.sh``.
 
-Run: ``PYTHONPATH=deploy python -m drills --help``. ``client`` and ``load`` are stdlib-only and
-also run inside a container on the compose network (the load generator); the other modules drive
-Docker from the host.
+``client`` and ``load`` are stdlib-only and also run inside a container on the compose network
+(the load generator); the other modules drive Docker from the host.
 """

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import subprocess
+import sys
 import time
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -41,6 +44,7 @@ class Context:
     fuzz_max_examples: int | None = None
     head: str = ""  # alembic head of the image (drill 4 fills it in)
     api_url: str = ""  # http://127.0.0.1:<port>, refreshed after restarts
+    stack_up: bool = False  # the shared stack is up (conftest's ctx fixture starts it)
 
     def refresh_url(self) -> str:
         self.api_url = self.stack.url()
@@ -401,3 +405,64 @@ def rollout(stack: Stack, image: str, **env: str) -> tuple[int, str, float]:
     t0 = time.monotonic()
     proc = user_script(stack, "rollout.sh", image, timeout=300, **env)
     return proc.returncode, proc.stderr, time.monotonic() - t0
+
+
+#: Run in an api container: SIGKILL one gunicorn worker; print it and the connections it held.
+KILL = (
+    ESTABLISHED_8000
+    + """
+import json, os, signal, time
+
+def children():
+    out = []
+    for d in os.listdir('/proc'):
+        if d.isdigit():
+            try:
+                stat = open(f'/proc/{d}/stat').read()
+            except OSError:
+                continue
+            if int(stat.rsplit(')', 1)[1].split()[1]) == 1:
+                out.append(int(d))
+    return sorted(out)
+
+def client_connections(pid):
+    inodes = set()
+    for fd in os.listdir(f'/proc/{pid}/fd'):
+        try:
+            link = os.readlink(f'/proc/{pid}/fd/{fd}')
+        except OSError:
+            continue
+        if link.startswith('socket:['):
+            inodes.add(link[8:-1])
+    return established_8000(inodes)
+
+workers = children()
+victim = workers[0]
+held = client_connections(victim)
+os.kill(victim, signal.SIGKILL)
+print(json.dumps({'t': time.time(), 'victim': victim, 'workers': workers, 'held': held}))
+"""
+)
+
+
+def stored_counts(stack: Stack, prefix: str) -> Counter[str]:
+    """How many times each hero named ``<prefix>-...`` is stored."""
+    rows = stack.psql(
+        f"SELECT name || ' ' || count(*) FROM hero WHERE name LIKE '{prefix}-%' GROUP BY name"  # noqa: S608
+    )
+    return Counter({name: int(count) for name, count in (row.rsplit(" ", 1) for row in rows)})
+
+
+def start_keyed_load(
+    ctx: Context, prefix: str, clients: int = 16, retry_for: float = 20.0
+) -> NetworkLoad:
+    """drills.keyed_load as a process on the host, against the api's published port."""
+    cmd = [
+        sys.executable, "-m", "drills.keyed_load", "--url", ctx.api_url,
+        "--clients", str(clients), "--prefix", prefix,
+        "--token-file", str(ctx.stack.tokens_file), "--max-seconds", "120",
+        "--retry-for", str(retry_for),
+    ]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(ctx.stack.root / "deploy")}
+    proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+    return NetworkLoad(f"keyed-load-{prefix}", proc)

@@ -14,8 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from drills.client import Outcome
-from drills.common import Context, DrillResult, LoadRun, describe
-from drills.idempotent_retries import start_keyed_load, stored_counts
+from drills.common import Context, DrillResult, LoadRun, describe, start_keyed_load, stored_counts
 
 CLIENTS = 8  # readers, and as many keyed writers
 #: Statuses a client may see during a database fault: 503 (with Retry-After) while it lasts,

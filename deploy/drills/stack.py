@@ -318,8 +318,9 @@ class NetworkLoad:
 
     def _read(self) -> None:
         assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self._lines.put(line)
+        with self.proc.stdout:  # closed at EOF: the reader owns the pipe
+            for line in self.proc.stdout:
+                self._lines.put(line)
         self._lines.put(None)
 
     def wait_started(self, timeout: float = 60) -> float:

@@ -2,13 +2,15 @@
 # Reliability and security drills against the real compose stack (deploy/drills/, docs/reliability.md):
 # SIGTERM under write load, worker kill -9, database outage, concurrent migrations,
 # schemathesis fuzzing, bearer-token auth + production refusal, container posture.
-# Each drill prints its figures and fails on a miss; the run ends with a table and writes the
-# figures to /tmp/readme/drills-results.md (DRILLS_RESULTS). Always `down -v` at the end.
+# The drills are pytest tests (deploy/drills/test_*.py, fixtures in deploy/drills/conftest.py):
+# each prints its figures and fails on a miss; the run writes every figure as JSON
+# (DRILLS_JSON, default /tmp/readme/drills.json) and renders the table of docs/reliability.md from it
+# (DRILLS_RESULTS, default /tmp/readme/drills-results.md). Always `down -v` at the end.
 #
 # Environment: HEROES_IMAGE (reused when set and present, e.g. CI's loaded heroes:local; otherwise
 # built with `docker compose build`), HEROES_DB_IMAGE (default heroes-postgres:local, always
 # built: cached, about a second), DRILLS_PROJECT (default heroes-drills), HEROES_PORT
-# (default 0 = a free loopback port). Arguments go to `python -m drills` (--only 1,3, --keep, ...).
+# (default 0 = a free loopback port). Arguments go to pytest (-k partition, --keep, -x, ...).
 set -euo pipefail
 # shellcheck source=deploy/scripts/lib/containers.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib/containers.sh"
@@ -45,6 +47,13 @@ case " $* " in
   *) trap cleanup EXIT ;;
 esac
 
-PYTHONPATH="$root/deploy" .venv/bin/python -m drills \
-  --image "$HEROES_IMAGE" --project "$project" \
-  --results "${DRILLS_RESULTS:-/tmp/readme/drills-results.md}" "$@"
+json=${DRILLS_JSON:-/tmp/readme/drills.json}
+rm -f "$json"
+status=0
+.venv/bin/pytest deploy/drills -p no:cacheprovider -v -s --tb=short \
+  --image "$HEROES_IMAGE" --project "$project" --drills-json "$json" "$@" || status=$?
+if [ -f "$json" ]; then
+  PYTHONPATH="$root/deploy" .venv/bin/python -m drills.report "$json" \
+    --out "${DRILLS_RESULTS:-/tmp/readme/drills-results.md}"
+fi
+exit "$status"

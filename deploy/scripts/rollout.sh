@@ -13,7 +13,8 @@
 #   4. each old replica out of rotation in HAProxy (runtime API: maint), its in-flight requests
 #      finished, then stopped (SIGTERM: drain + graceful) and removed.
 # If a new replica is not healthy and routed within ROLLOUT_TIMEOUT seconds (default 120), or
-# exits or restarts before that (a release that crashes at start: no waiting for the deadline),
+# exits or restarts before that (a release that crashes at start: no waiting for the deadline;
+# gunicorn stops itself when its workers keep dying before they boot, whatever their exit),
 # the new ones are removed, the old ones keep serving, and the script exits 1 with one line
 # saying why.
 #
@@ -104,7 +105,10 @@ crashed() {
   case "$status:$restarts" in
     running:0 | created:0) return 0 ;;
   esac
-  last=$(docker logs --tail 1 "$1" 2>&1 | tr -d '\r' | cut -c1-200)
+  # The server's own account when it stopped a crash loop (deploy/gunicorn.conf.py: "Reason:
+  # crash loop: ... the last: Worker (pid:N) exited with code 7"), else its last line.
+  last=$(docker logs --tail 200 "$1" 2>&1 | tr -d '\r' | { grep 'crash loop' || true; } | tail -n 1 | cut -c1-400)
+  [ -n "$last" ] || last=$(docker logs --tail 1 "$1" 2>&1 | tr -d '\r' | cut -c1-200)
   if [ "$restarts" -gt 0 ]; then
     echo "new api replica ${1:0:12} exited and was restarted $restarts time(s) before it became healthy${last:+; its last log line: $last}"
   else

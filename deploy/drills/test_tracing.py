@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 from drills.client import Outcome, request_once
@@ -59,8 +60,8 @@ def _override(image: str) -> Path:
     return path
 
 
-def run(ctx: Context) -> DrillResult:
-    result = DrillResult(26, TITLE, services=("api", "otlp-sink"))
+@pytest.mark.drill(26, TITLE, stage="monitoring", services=("api", "otlp-sink"))
+def test_tracing(ctx: Context, result: DrillResult) -> None:
     stack = ctx.stack
     traced = dataclasses.replace(stack, files=(*stack.files, str(_override(stack.image))))
     log("drill 26: api replicas recreated with OTEL_EXPORTER_OTLP_ENDPOINT=http://otlp-sink:4318")
@@ -124,4 +125,3 @@ def run(ctx: Context) -> DrillResult:
         f"{[s['name'] for s in statements]} inside it), access line with the same trace id: "
         f"{len(access)}"
     )
-    return result

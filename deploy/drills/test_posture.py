@@ -14,6 +14,8 @@ import json
 import re
 from typing import Any
 
+import pytest
+
 from drills.common import Context, DrillResult
 
 TITLE = "Container posture (docker inspect)"
@@ -83,8 +85,8 @@ def _healthy(result: DrillResult, label: str, info: dict[str, Any]) -> None:
     result.expect(status == "healthy", f"{label}: health status {status}")
 
 
-def run(ctx: Context) -> DrillResult:
-    result = DrillResult(7, TITLE, services=("api", "proxy"))
+@pytest.mark.drill(7, TITLE, stage="shared", services=("api", "proxy"))
+def test_container_posture(ctx: Context, result: DrillResult) -> None:
     stack = ctx.stack
     root = stack.root
     secret_values = [
@@ -157,4 +159,3 @@ def run(ctx: Context) -> DrillResult:
     )
     if not result.passed:
         result.summary = result.summary.replace("none (api, proxy, migrate)", "see failures")
-    return result

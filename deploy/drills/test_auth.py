@@ -13,6 +13,8 @@ import re
 import secrets
 from typing import Any
 
+import pytest
+
 from drills.client import Result, request_once
 from drills.common import Context, DrillResult, wait_for
 from drills.stack import log
@@ -22,8 +24,8 @@ REFUSAL = "production needs API_TOKENS or API_TOKENS_FILE"
 COMPOSE_NOISE = re.compile(r"^\s*(time=|WARN|level=|Container |Network |Volume )")
 
 
-def run(ctx: Context) -> DrillResult:
-    result = DrillResult(6, TITLE)
+@pytest.mark.drill(6, TITLE, stage="shared")
+def test_auth_on_writes(ctx: Context, result: DrillResult) -> None:
     stack = ctx.stack
     url = ctx.refresh_url()
     token_a, token_b = stack.tokens()[:2]
@@ -65,7 +67,7 @@ def run(ctx: Context) -> DrillResult:
             created.append(int(r.json()["id"]))
     if len(created) < 2:
         result.summary = "could not create heroes with the configured tokens"
-        return result
+        return
     first, second = created
     for label, token in denied.items():
         expect_status(f"PATCH {label}", call("PATCH", f"/heroes/{first}", token, {"age": 99}), 401)
@@ -151,7 +153,6 @@ def run(ctx: Context) -> DrillResult:
         f"exit {proc.returncode}, {len(lines)} output line(s), traceback {f['traceback']}, "
         f"secret fragments {len(leaked)}"
     )
-    return result
 
 
 def _secs(value: float | None) -> str:

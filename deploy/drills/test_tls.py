@@ -28,6 +28,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import pytest
+
 from drills.client import request_once
 from drills.common import (
     QUEUEING,
@@ -141,8 +143,8 @@ def handshake(
         }
 
 
-def run(ctx: Context) -> DrillResult:
-    result = DrillResult(12, TITLE, services=("proxy", "api"))
+@pytest.mark.drill(12, TITLE, stage="own-stack", services=("proxy", "api"))
+def test_tls(ctx: Context, result: DrillResult) -> None:
     base = ctx.stack
     directory = Path(tempfile.mkdtemp(prefix="heroes-tls-"))  # 0700
     try:
@@ -176,7 +178,6 @@ def run(ctx: Context) -> DrillResult:
             stack.compose("down", "-v", "--remove-orphans", "--timeout", "40", check=False)
     finally:
         shutil.rmtree(directory, ignore_errors=True)
-    return result
 
 
 def _drill(

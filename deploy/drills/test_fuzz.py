@@ -15,6 +15,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from drills.common import Context, DrillResult
 from drills.stack import log
 
@@ -22,8 +24,8 @@ TITLE = "Fuzzing the OpenAPI schema (schemathesis)"
 CONFIG = Path(__file__).resolve().parent / "schemathesis.toml"
 
 
-def run(ctx: Context) -> DrillResult:
-    result = DrillResult(5, TITLE)
+@pytest.mark.drill(5, TITLE, stage="shared")
+def test_fuzz_openapi(ctx: Context, result: DrillResult) -> None:
     stack = ctx.stack
     st = stack.root / ".venv" / "bin" / "schemathesis"
     url = ctx.refresh_url()
@@ -76,4 +78,3 @@ def run(ctx: Context) -> DrillResult:
         f"{f['operations_total']} operations (phases: {phases}); failures {f['failures']}, "
         f"errors {f['errors']}; {f['seconds']} s"
     )
-    return result

@@ -24,6 +24,8 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
+import pytest
+
 from drills.client import Outcome, request_once
 from drills.common import Context, DrillResult, LoadRun, db_ages, user_script, wait_for
 from drills.stack import DrillError, NetworkLoad, Stack, log
@@ -104,8 +106,8 @@ def after_restore(ctx: Context, result: DrillResult, prefix: str) -> dict[str, A
     return {"next_id": new_id, "max_restored_id": top}
 
 
-def run_lost(ctx: Context) -> DrillResult:
-    result = DrillResult(20, TITLE_LOST, services=SERVICES)
+@pytest.mark.drill(20, TITLE_LOST, stage="replaces-data", services=SERVICES)
+def test_pitr_volume_lost(ctx: Context, result: DrillResult) -> None:
     stack = ctx.stack
     prefix = f"d20-{ctx.run_id}"
     timeout = archive_timeout(stack)
@@ -157,11 +159,10 @@ def run_lost(ctx: Context) -> DrillResult:
         f"{f['last_archived_before_loss_s']}s before it); next id {f['next_id']} > "
         f"{f['max_restored_id']}"
     )
-    return result
 
 
-def run_undo(ctx: Context) -> DrillResult:
-    result = DrillResult(21, TITLE_UNDO, services=SERVICES)
+@pytest.mark.drill(21, TITLE_UNDO, stage="replaces-data", services=SERVICES)
+def test_pitr_undo_mistake(ctx: Context, result: DrillResult) -> None:
     stack = ctx.stack
     prefix = f"d21-{ctx.run_id}"
     log(f"drill 21: {WRITERS} writers, T, a DELETE of every hero, restore.sh --force --to T")
@@ -213,15 +214,14 @@ def run_undo(ctx: Context) -> DrillResult:
         f"{f['sent_after_t']} sent after T ({f['straddling_present']} of {f['straddling_t']} in "
         f"flight at T committed before it); next id {f['next_id']} > {f['max_restored_id']}"
     )
-    return result
 
 
 def _ours(row_json: str, prefix: str) -> bool:
     return f'"name":"{prefix}-' in row_json
 
 
-def run_broken(ctx: Context) -> DrillResult:
-    result = DrillResult(22, TITLE_BROKEN, services=SERVICES)
+@pytest.mark.drill(22, TITLE_BROKEN, stage="replaces-data", services=SERVICES)
+def test_pitr_archive_broken(ctx: Context, result: DrillResult) -> None:
     stack = ctx.stack
     prefix = f"d22-{ctx.run_id}"
     db = stack.container("db")
@@ -306,4 +306,3 @@ def run_broken(ctx: Context) -> DrillResult:
         f"up to {f['pending_bytes_max'] // 2**20} MiB (budget 1 GiB); healthy again "
         f"{f['healthy_again_after_repair_s']}s after the repair, with a new full backup"
     )
-    return result

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import time
 
+import pytest
+
 from drills.client import Outcome
 from drills.common import (
     ESTABLISHED_8000,
@@ -39,8 +41,8 @@ def _healthy(stack: Stack, container: str) -> bool:
     return bool(state["Running"]) and (state.get("Health") or {}).get("Status") == "healthy"
 
 
-def run(ctx: Context) -> DrillResult:
-    result = DrillResult(10, TITLE, services=("api", "proxy"))
+@pytest.mark.drill(10, TITLE, stage="shared", services=("api", "proxy"))
+def test_replica_kill(ctx: Context, result: DrillResult) -> None:
     stack = ctx.stack
     prefix = f"d10-{ctx.run_id}"
     victim = stack.container("api")
@@ -96,4 +98,3 @@ def run(ctx: Context) -> DrillResult:
         f"acked {f['acked']}, in DB {f['in_db']}, lost {f['lost']}; back in rotation "
         f"{f['back_in_rotation_s']} s after the kill"
     )
-    return result

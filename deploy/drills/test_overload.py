@@ -21,6 +21,8 @@ import dataclasses
 import time
 from typing import Any
 
+import pytest
+
 from drills.client import MISSES, Outcome, request_once
 from drills.common import (
     UNLIMITED,
@@ -95,12 +97,11 @@ def measure_capacity(ctx: Context) -> dict[str, Any]:
     return {"steps": steps, "capacity_rps": best, "knee": knee}
 
 
-def run(ctx: Context) -> DrillResult:
-    result = DrillResult(28, TITLE, services=("proxy", "api"))
+@pytest.mark.drill(28, TITLE, stage="own-stack", services=("proxy", "api"))
+def test_overload(ctx: Context, result: DrillResult) -> None:
     # The shipped overload bounds; no rate limits: every client here is the host's address.
     with own_stack(ctx, "overload", env=UNLIMITED) as stack:
         _drill(result, dataclasses.replace(ctx, stack=stack, api_url=stack.url()))
-    return result
 
 
 def _drill(result: DrillResult, ctx: Context) -> None:

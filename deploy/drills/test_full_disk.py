@@ -29,6 +29,8 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from drills.common import Context, DrillResult, wait_for
 from drills.fault_load import Fault, expect_bounded, under_fault
 from drills.stack import Stack, log
@@ -185,8 +187,8 @@ def _postgres_stops(ctx: Context) -> dict[str, Any]:
     return figures
 
 
-def run(ctx: Context) -> DrillResult:
-    result = DrillResult(18, TITLE, services=("api", "db"))
+@pytest.mark.drill(18, TITLE, stage="shared", services=("api", "db"))
+def test_full_disk(ctx: Context, result: DrillResult) -> None:
     a = _relation_cannot_grow(ctx)
     result.figures["relation_cannot_grow"] = a
     expect_bounded(result, a, "18a", SLOWEST_MAX_S)
@@ -217,4 +219,3 @@ def run(ctx: Context) -> DrillResult:
         f"{b['slowest_s']} s, writes back {b['writes_back_s']} s after it accepted connections, "
         f"{b['acked']} acked, {b['lost']} lost, {b['twice']} twice"
     )
-    return result

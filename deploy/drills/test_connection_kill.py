@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import time
 
+import pytest
+
 from drills.client import Outcome
 from drills.common import Context, DrillResult, LoadRun, describe, worker_pids
 from drills.stack import log
@@ -26,8 +28,8 @@ TERMINATE = (
 )
 
 
-def run(ctx: Context) -> DrillResult:
-    result = DrillResult(15, TITLE, services=("api", "db"))
+@pytest.mark.drill(15, TITLE, stage="shared", services=("api", "db"))
+def test_connection_kill(ctx: Context, result: DrillResult) -> None:
     stack = ctx.stack
     workers_before = worker_pids(stack)
     load = stack.start_load(f"d15-{ctx.run_id}", clients=CLIENTS, ops=("GET", "LIST"))
@@ -79,4 +81,3 @@ def run(ctx: Context) -> DrillResult:
         f"connections: {f['reads_around_kills']} requests from the first kill on, failed "
         f"{f['failed']}; first 200 after each kill {f['first_200_after_kill_s']} s"
     )
-    return result

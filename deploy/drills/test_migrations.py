@@ -10,6 +10,8 @@ from __future__ import annotations
 import subprocess
 import time
 
+import pytest
+
 from drills.common import Context, DrillResult
 from drills.stack import log
 
@@ -22,8 +24,9 @@ HEAD = (
 )
 
 
-def run(ctx: Context) -> DrillResult:
-    result = DrillResult(4, TITLE, services=("db",))
+@pytest.mark.drill(4, TITLE, stage="empty-database", services=("db",))
+def test_concurrent_migrations(empty_database: Context, result: DrillResult) -> None:
+    ctx = empty_database
     stack = ctx.stack
     ctx.head = stack.docker(
         "run", "--rm", "--network", "none", "--entrypoint", "python", stack.image, "-c", HEAD
@@ -83,4 +86,3 @@ def run(ctx: Context) -> DrillResult:
         f"schema at {versions} (head {ctx.head}), {len(upgrades)} upgrade step(s) run "
         f"for {steps} in the image, slowest {f['slowest_s']}s"
     )
-    return result

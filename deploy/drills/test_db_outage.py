@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import time
 
+import pytest
+
 from drills.client import Outcome
 from drills.common import (
     Context,
@@ -36,8 +38,8 @@ READY_LINE = "database system is ready to accept connections"
 MAX_OUTAGE_ANSWER_S = 5.0
 
 
-def run(ctx: Context) -> DrillResult:
-    result = DrillResult(3, TITLE, services=("api", "db"))
+@pytest.mark.drill(3, TITLE, stage="shared", services=("api", "db"))
+def test_database_outage(ctx: Context, result: DrillResult) -> None:
     stack = ctx.stack
     prefix = f"d3-{ctx.run_id}"
     api = stack.container("api")
@@ -162,4 +164,3 @@ def run(ctx: Context) -> DrillResult:
         f"db accepted connections (readiness {f['readiness_recovery_s']}s), restarts "
         f"{f['restart_count']}; acked {f['acked']}, in DB {f['in_db']}, lost {f['lost']}"
     )
-    return result

@@ -11,11 +11,21 @@
 19. To an image whose server exits at start (its app module does not import; migrations still
    pass), so its replicas restart in a loop: as 9, and the script gives up within 20 s of the
    first exit of a new replica instead of waiting for its health deadline (left at 120 s).
+29. To images whose workers end the process at boot three ways (``raise SystemExit(7)`` and
+   ``os._exit(9)`` appended to heroes/main.py, a segmentation fault in its import): gunicorn
+   respawns such workers forever by itself; its crash-loop breaker (deploy/gunicorn.conf.py)
+   stops the server instead. As 9, for each: rolled back within 20 s of the first worker death
+   (the server's line says when it stopped and how long its workers took to die), and the FAILED
+   line carries that line, naming the crash loop and the last worker's exit.
 """
 
 from __future__ import annotations
 
+import re
 import time
+from datetime import datetime
+
+import pytest
 
 from drills.common import (
     Context,
@@ -38,10 +48,17 @@ TITLE_CRASHING = "Rollout to an image whose server exits at start (rollout.sh)"
 BROKEN_TIMEOUT_S = 20
 #: Drill 19: from the first exit of a new replica to the script's end, at most.
 CRASH_GIVE_UP_S = 20
+TITLE_BOOT_CRASHES = "Rollout to images whose workers die at boot: exit 7, os._exit(9), SIGSEGV"
+#: Drill 29: what each image appends to heroes/main.py, and how gunicorn reports that worker end.
+BOOT_CRASHES = {
+    "exit7": ("raise SystemExit(7)", "exited with code 7"),
+    "os-exit9": ("import os; os._exit(9)", "exited with code 9"),
+    "segfault": ("import ctypes; ctypes.string_at(0)", "was sent SIGSEGV"),
+}
 
 
-def run_new(ctx: Context) -> DrillResult:
-    result = DrillResult(8, TITLE_NEW, services=("api", "proxy"))
+@pytest.mark.drill(8, TITLE_NEW, stage="new-image", services=("api", "proxy"))
+def test_rollout_new_image(ctx: Context, result: DrillResult) -> None:
     stack = ctx.stack
     prefix = f"d8-{ctx.run_id}"
     revision = f"drill8-{ctx.run_id}"
@@ -100,28 +117,29 @@ def run_new(ctx: Context) -> DrillResult:
         f"not in DB {f['patch_lost']}; new revision on {len(after)}/{f['replicas_before']} "
         f"replicas and {f['proxied_new']}/{len(proxied)} answers through the proxy"
     )
-    return result
 
 
-def run_broken(ctx: Context) -> DrillResult:
+@pytest.mark.drill(9, TITLE_BROKEN, stage="restarts", services=("api", "proxy"))
+def test_rollout_never_healthy(ctx: Context, result: DrillResult) -> None:
     image = derived_image(
         ctx.stack, f"{ctx.stack.image}-drill9",
         "ENV BIND=127.0.0.1:8001 BUILD_REVISION=drill9-never-healthy",
     )  # fmt: skip
-    result = DrillResult(9, TITLE_BROKEN, services=("api", "proxy"))
-    return _failed_rollout(ctx, result, image, rollout_timeout=BROKEN_TIMEOUT_S)
+    _failed_rollout(ctx, result, image, rollout_timeout=BROKEN_TIMEOUT_S)
 
 
-def run_crashing(ctx: Context) -> DrillResult:
+@pytest.mark.drill(19, TITLE_CRASHING, stage="restarts", services=("api", "proxy"))
+def test_rollout_crashing_workers(ctx: Context, result: DrillResult) -> None:
     image = derived_image(
         ctx.stack, f"{ctx.stack.image}-drill19",
         # gunicorn's app argument overrides the config's factory: every worker fails to import
         # it, so gunicorn exits (status 3) and the restart policy starts it again, in a loop.
         'CMD ["gunicorn", "-c", "/app/deploy/gunicorn.conf.py", "heroes.not_in_this_release:app"]',
     )  # fmt: skip
-    result = _failed_rollout(ctx, DrillResult(19, TITLE_CRASHING, services=("api", "proxy")), image)
+    _failed_rollout(ctx, result, image)
     first_exit = result.figures.pop("first_exit", None)
     ended = result.figures.pop("ended", None)
+    result.figures.pop("started", None)
     given_up = None if first_exit is None or ended is None else round(ended - first_exit, 1)
     result.figures["given_up_after_first_exit_s"] = given_up
     result.expect(first_exit is not None, "no new replica exited: was the image broken at all?")
@@ -130,15 +148,72 @@ def run_crashing(ctx: Context) -> DrillResult:
         f"rollout.sh ended {given_up} s after the first exit of a new replica",
     )
     result.summary += f"; gave up {given_up} s after the first exit of a new replica"
-    return result
+
+
+def _crashing_image(ctx: Context, name: str, line: str) -> str:
+    """The stack's image with ``line`` at the end of heroes/main.py, its bytecode compiled again
+    (the image's .pyc are unchecked-hash: an edited source alone would not be read)."""
+    spec = "import importlib.util as u; print(u.find_spec('heroes.main').origin)"
+    return derived_image(
+        ctx.stack, f"{ctx.stack.image}-drill29-{name}",
+        "USER root",
+        f'RUN f=$(python -c "{spec}") && printf "\\n{line}\\n" >> "$f" '
+        '&& python -m compileall -q --invalidation-mode unchecked-hash "$f"',
+        "USER 10001:10001",
+    )  # fmt: skip
+
+
+@pytest.mark.drill(29, TITLE_BOOT_CRASHES, stage="restarts", services=("api", "proxy"))
+def test_rollout_workers_dying_at_boot(ctx: Context, result: DrillResult) -> None:
+    runs = []
+    for name, (line, how) in BOOT_CRASHES.items():
+        image = _crashing_image(ctx, name, line)
+        one = _failed_rollout(
+            ctx, DrillResult(29, name, services=("api", "proxy")), image,
+            prefix=f"d29{name}-{ctx.run_id}",
+        )  # fmt: skip
+        f = one.figures
+        message = f["message"] or ""
+        # The server's line says when it stopped and over how long its workers died.
+        halted = re.search(r'"ts":"([^"]+)".*within ([0-9.]+) s', message)
+        first_death = None
+        if halted:
+            stopped = datetime.fromisoformat(halted[1].replace("Z", "+00:00")).timestamp()
+            first_death = stopped - float(halted[2])
+        rolled_back = None if first_death is None else round(f["ended"] - first_death, 1)
+        runs.append({
+            "image": name, "exit_code": f["exit_code"], "rollout_s": f["rollout_s"],
+            "rolled_back_after_first_death_s": rolled_back, "sent": f["sent"],
+            "failed": f["failed"], "message": f["message"],
+        })  # fmt: skip
+        result.failures += [f"{name}: {miss}" for miss in one.failures]
+        result.expect(
+            rolled_back is not None and rolled_back <= CRASH_GIVE_UP_S,
+            f"{name}: rollout.sh ended {rolled_back} s after the first worker death",
+        )
+        result.expect(
+            "crash loop" in message and how in message,
+            f"{name}: the FAILED line does not name the crash loop and {how!r}: {message!r}",
+        )
+    result.figures["rollouts"] = runs
+    result.summary = "; ".join(
+        f"{r['image']}: rolled back {r['rolled_back_after_first_death_s']} s after the first "
+        f"worker death (rollout.sh {r['rollout_s']} s, exit {r['exit_code']}), sent {r['sent']}, "
+        f"failed {r['failed']}"
+        for r in runs
+    ) + (f"; line: {runs[-1]['message']!r}" if runs else "")
 
 
 def _failed_rollout(
-    ctx: Context, result: DrillResult, image: str, rollout_timeout: int | None = None
+    ctx: Context,
+    result: DrillResult,
+    image: str,
+    rollout_timeout: int | None = None,
+    prefix: str | None = None,
 ) -> DrillResult:
     """A rollout to ``image`` that must fail, leaving the old replicas serving."""
     stack = ctx.stack
-    prefix = f"d{result.number}-{ctx.run_id}"
+    prefix = prefix or f"d{result.number}-{ctx.run_id}"
     before = stack.containers("api")
     old = replica_revisions(stack)
     with warmed_load(ctx, prefix) as load:
@@ -147,6 +222,7 @@ def _failed_rollout(
         started = time.time()
         code, stderr, seconds = rollout(stack, image, **env)
         ended = time.time()
+        print(stderr, flush=True)
         time.sleep(1.0)
         data = load.stop()
     run_ = LoadRun(data)
@@ -170,6 +246,7 @@ def _failed_rollout(
         proxied_old=sum(r in set(old.values()) for r in proxied),
         rps=round(run_.rate),
         first_exit=min(exits, default=None),
+        started=started,
         ended=ended,
     )
     check_persistence(result, stack, run_, prefix)

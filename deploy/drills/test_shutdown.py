@@ -16,6 +16,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import pytest
+
 from drills.common import (
     Context,
     DrillResult,
@@ -40,8 +42,8 @@ def _env(env: list[str], name: str, default: str) -> str:
     return default
 
 
-def run(ctx: Context) -> DrillResult:
-    result = DrillResult(1, TITLE, services=("api", "proxy"))
+@pytest.mark.drill(1, TITLE, stage="restarts", services=("api", "proxy"))
+def test_sigterm_under_write_load(ctx: Context, result: DrillResult) -> None:
     stack = ctx.stack
     prefix = f"d1-{ctx.run_id}"
     victim = stack.container("api")
@@ -113,7 +115,6 @@ def run(ctx: Context) -> DrillResult:
         f"{f['exit_code']} after {f['stop_s']} s (grace {grace:g} s); back in rotation "
         f"{f['back_in_rotation_s']} s after `docker start`"
     )
-    return result
 
 
 def _first(events: list[dict[str, Any]], text: str) -> float | None:

@@ -28,6 +28,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from drills.client import MISSES, Outcome
 from drills.common import (
     Context,
@@ -73,8 +75,8 @@ def _abuse(stack: Stack, name: str, prefix: str, **kw: Any) -> tuple[LoadRun, fl
     return run, t0, t1
 
 
-def run(ctx: Context) -> DrillResult:
-    result = DrillResult(27, TITLE, services=("proxy",))
+@pytest.mark.drill(27, TITLE, stage="own-stack", services=("proxy",))
+def test_abuse(ctx: Context, result: DrillResult) -> None:
     directory = Path(tempfile.mkdtemp(prefix="heroes-abuse-"))  # 0700
     try:
         tokens = directory / "api-tokens"
@@ -86,7 +88,6 @@ def run(ctx: Context) -> DrillResult:
             _drill(result, ctx, stack, flooder)
     finally:
         shutil.rmtree(directory, ignore_errors=True)
-    return result
 
 
 def _drill(result: DrillResult, ctx: Context, stack: Stack, flooder_token: Path) -> None:

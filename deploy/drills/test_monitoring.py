@@ -33,6 +33,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 from drills.common import Context, DrillResult, wait_for
@@ -189,8 +190,10 @@ def _fmt(seen: dict[str, float], key: str) -> str:
 # --- 23 --------------------------------------------------------------------------------------
 
 
-def run_db(ctx: Context) -> DrillResult:
-    result = DrillResult(23, TITLE_DB, services=("prometheus", "alertmanager", "alert-log", "db"))
+@pytest.mark.drill(
+    23, TITLE_DB, stage="monitoring", services=("prometheus", "alertmanager", "alert-log", "db")
+)
+def test_monitoring_database_down(ctx: Context, result: DrillResult) -> None:
     stack = ctx.stack
     prom = monitoring(ctx)
     clients = min(ctx.clients, 8)
@@ -246,7 +249,6 @@ def run_db(ctx: Context) -> DrillResult:
         f"{_fmt(resolved, 'db_alert_resolved')} (webhook "
         f"{_fmt(resolved, 'db_alert_webhook_resolved')})"
     )
-    return result
 
 
 # --- 24 --------------------------------------------------------------------------------------
@@ -262,8 +264,8 @@ def _kill(pid: int) -> None:
         subprocess.run(["sudo", "-n", "kill", "-KILL", str(pid)], check=True, timeout=10)
 
 
-def run_replica(ctx: Context) -> DrillResult:
-    result = DrillResult(24, TITLE_REPLICA, services=("api", "prometheus"))
+@pytest.mark.drill(24, TITLE_REPLICA, stage="monitoring", services=("api", "prometheus"))
+def test_monitoring_replica_down(ctx: Context, result: DrillResult) -> None:
     stack = ctx.stack
     prom = monitoring(ctx)
     victim = stack.container("api")
@@ -304,14 +306,13 @@ def run_replica(ctx: Context) -> DrillResult:
         f"{_fmt(seen, 'restarted')}, same address {address in after}): {name} firing in "
         f"{_fmt(seen, 'replica_alert_firing')} (webhook {_fmt(seen, 'replica_alert_webhook')})"
     )
-    return result
 
 
 # --- 25 --------------------------------------------------------------------------------------
 
 
-def run_replicas(ctx: Context) -> DrillResult:
-    result = DrillResult(25, TITLE_REPLICAS, services=("api", "proxy", "prometheus"))
+@pytest.mark.drill(25, TITLE_REPLICAS, stage="monitoring", services=("api", "proxy", "prometheus"))
+def test_monitoring_replicas_down(ctx: Context, result: DrillResult) -> None:
     stack = ctx.stack
     prom = monitoring(ctx)
     replicas = len(stack.containers("api"))
@@ -344,7 +345,6 @@ def run_replicas(ctx: Context) -> DrillResult:
         f"{_fmt(resolved, 'targets_back')}"
     )
     result.summary = f"{summary}; {_scale(ctx, prom, result)}"
-    return result
 
 
 def _scale(ctx: Context, prom: Prometheus, result: DrillResult) -> str:

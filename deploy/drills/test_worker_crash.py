@@ -20,9 +20,11 @@ from __future__ import annotations
 import json
 import time
 
+import pytest
+
 from drills.client import Outcome, request_once
 from drills.common import (
-    ESTABLISHED_8000,
+    KILL,
     Context,
     DrillResult,
     LoadRun,
@@ -35,45 +37,9 @@ from drills.stack import Stack, log
 
 TITLE = "Worker crash (kill -9 one gunicorn worker)"
 
-KILL = (
-    ESTABLISHED_8000
-    + """
-import json, os, signal, time
 
-def children():
-    out = []
-    for d in os.listdir('/proc'):
-        if d.isdigit():
-            try:
-                stat = open(f'/proc/{d}/stat').read()
-            except OSError:
-                continue
-            if int(stat.rsplit(')', 1)[1].split()[1]) == 1:
-                out.append(int(d))
-    return sorted(out)
-
-def client_connections(pid):
-    inodes = set()
-    for fd in os.listdir(f'/proc/{pid}/fd'):
-        try:
-            link = os.readlink(f'/proc/{pid}/fd/{fd}')
-        except OSError:
-            continue
-        if link.startswith('socket:['):
-            inodes.add(link[8:-1])
-    return established_8000(inodes)
-
-workers = children()
-victim = workers[0]
-held = client_connections(victim)
-os.kill(victim, signal.SIGKILL)
-print(json.dumps({'t': time.time(), 'victim': victim, 'workers': workers, 'held': held}))
-"""
-)
-
-
-def run(ctx: Context) -> DrillResult:
-    result = DrillResult(2, TITLE)
+@pytest.mark.drill(2, TITLE, stage="shared")
+def test_worker_crash(ctx: Context, result: DrillResult) -> None:
     stack = ctx.stack
     prefix = f"d2-{ctx.run_id}"
     api = stack.container("api")
@@ -155,7 +121,6 @@ def run(ctx: Context) -> DrillResult:
         f"ready after {f['new_worker_ready_after_s']} s; {f['served_meanwhile']} writes served "
         "meanwhile"
     )
-    return result
 
 
 def _startup_complete(stack: Stack, pids: list[int], since: float, timeout: float) -> float | None:

@@ -24,6 +24,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from drills.client import Connection, Outcome, request_once, split_url
 from drills.common import Context, DrillResult, LoadRun, wait_for
 from drills.stack import DrillError, Stack, log
@@ -230,8 +232,8 @@ def _scheduled(ctx: Context, workdir: Path, result: DrillResult) -> None:
     )  # fmt: skip
 
 
-def run(ctx: Context) -> DrillResult:
-    result = DrillResult(13, TITLE, services=("api", "db", "migrate"))
+@pytest.mark.drill(13, TITLE, stage="replaces-data", services=("api", "db", "migrate"))
+def test_backup_restore(ctx: Context, result: DrillResult) -> None:
     stack = ctx.stack
     prefix = f"d13-{ctx.run_id}"
     workdir = Path(tempfile.mkdtemp(prefix="heroes-backup-drill-"))
@@ -353,4 +355,3 @@ def run(ctx: Context) -> DrillResult:
         f"kept {f['scheduled_kept']}, unhealthy {f['unhealthy_after_s'] or 0:.1f}s after a "
         "failed run"
     )
-    return result
