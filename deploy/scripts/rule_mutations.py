@@ -38,6 +38,9 @@ NUMBER = re.compile(r"(?<![\w.\[\"$])(\d+(?:\.\d+)?)(?![\w.\"\]])")
 WINDOW = re.compile(r"\[(\d+)([smhdw])(?::[^\]]*)?\]")
 MATCHER = re.compile(r"(,?\s*)([a-zA-Z_]\w*)\s*(=~|!~|!=|=)\s*\"((?:[^\"\\]|\\.)*)\"")
 STRING = re.compile(r"\"(?:[^\"\\]|\\.)*\"")
+# libyaml when present: the test files hold long series (fast tests, slow pure-Python parsing).
+LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 SET_OP = re.compile(r"\b(and|or|unless)\b(\s+(?:on|ignoring)\s*\([^)]*\))?")
 
 
@@ -179,21 +182,29 @@ def asserted(group: dict[str, Any]) -> set[str]:
     return names
 
 
-def test_plan(mutant: Mutant, names: set[str]) -> dict[str, dict[str, Any]]:
+def load_tests() -> dict[str, dict[str, Any]]:
+    return {
+        t.name: yaml.load(t.read_text(), Loader=LOADER)  # noqa: S506 (a safe loader)
+        for t in sorted((PROM / "tests").glob("*.test.yml"))
+    }
+
+
+def test_plan(
+    mutant: Mutant, names: set[str], tests: dict[str, dict[str, Any]]
+) -> dict[str, dict[str, Any]]:
     """The test files (name -> document) to run a mutant against, in order: of the files that
     load its rules file, first the test groups that assert on the mutated rule itself, then those
     that assert on a rule reading it (the first failing file ends the run: most die at once)."""
     direct, indirect = {}, {}
-    for test in sorted((PROM / "tests").glob("*.test.yml")):
-        doc = yaml.safe_load(test.read_text())
+    for name, doc in tests.items():
         if not any(Path(f).name == mutant.file for f in doc.get("rule_files", [])):
             continue
         own = [g for g in doc["tests"] if mutant.rule.split("{")[0] in asserted(g)]
         others = [g for g in doc["tests"] if g not in own and asserted(g) & names]
         if own:
-            direct[f"direct-{test.name}"] = {**doc, "tests": own}
+            direct[f"direct-{name}"] = {**doc, "tests": own}
         if others:
-            indirect[test.name] = {**doc, "tests": others}
+            indirect[name] = {**doc, "tests": others}
     return {**direct, **indirect}
 
 
@@ -207,7 +218,8 @@ def run(image: str, jobs: int, only: str | None) -> int:
     try:
         # m0: the shipped rules and every test (must pass); m<i>: one mutant each, with the tests
         # that can see it. Same layout as deploy/prometheus (tests load ../rules/<file>).
-        plans = [test_plan(m, affected(m.rule.split("{")[0], reads)) for m in all_mutants]
+        tests = load_tests()
+        plans = [test_plan(m, affected(m.rule.split("{")[0], reads), tests) for m in all_mutants]
         lines = ["m0 " + " ".join(f"tests/{t.name}" for t in sorted((PROM / "tests").glob("*.test.yml")))]
         shutil.copytree(PROM / "rules", work / "m0" / "rules")
         shutil.copytree(PROM / "tests", work / "m0" / "tests")
@@ -218,7 +230,8 @@ def run(image: str, jobs: int, only: str | None) -> int:
             (work / f"m{i}" / "rules" / mutant.file).write_text(mutant.text)
             (work / f"m{i}" / "tests").mkdir()
             for name, doc in plan.items():
-                (work / f"m{i}" / "tests" / name).write_text(yaml.safe_dump(doc, sort_keys=False))
+                text = yaml.dump(doc, Dumper=DUMPER, sort_keys=False)
+                (work / f"m{i}" / "tests" / name).write_text(text)
             lines.append(f"m{i} " + " ".join(f"tests/{name}" for name in plan))
         (work / "plan").write_text("\n".join(lines) + "\n")
         # One line of the plan per mutant: its directory and its test files (xargs: $0 and $@).
