@@ -76,7 +76,8 @@ def test_proxy_killed_pages_from_outside(ctx: Context, result: DrillResult) -> N
     finally:
         t_start = time.time()
         stack.compose("start", "proxy", timeout=120)
-    stack.wait_ready(ctx.api_url, timeout=90)
+    # HEROES_PORT=0: the proxy publishes on a new free port after a start.
+    stack.wait_ready(ctx.refresh_url(), timeout=90)
     back = Watch(stack, prom, t_start)
     resolved = back.until(
         {
@@ -107,7 +108,7 @@ def test_proxy_killed_pages_from_outside(ctx: Context, result: DrillResult) -> N
 def test_prometheus_stopped_heartbeat_missing(ctx: Context, result: DrillResult) -> None:
     stack = ctx.stack
     monitoring(ctx)
-    started = _heartbeat(ctx, 0.0, "started")
+    started = _heartbeat(ctx, time.time() - 3600, "started")
     result.expect(started is not None, "alert-log never received a heartbeat")
     t_stop = time.time()
     log("drill 33: docker compose stop prometheus")
