@@ -73,8 +73,9 @@ class Heartbeat:
             late = self.last and time.monotonic() - self.last > self.timeout
             if late and not self.missing:
                 self.missing = True
-                print(json.dumps({"ts": stamp(), "heartbeat": "missing",
-                                  "seconds": round(time.monotonic() - self.last, 1)}), flush=True)  # fmt: skip
+                late_s = round(time.monotonic() - self.last, 1)
+                event = {"ts": stamp(), "heartbeat": "missing", "seconds": late_s}
+                print(json.dumps(event), flush=True)
 
     def watch(self) -> None:
         while True:

@@ -52,7 +52,8 @@ RESOLVE_TARGET_S = 90.0
 #: Waiting for an alert that should come: the target plus room to report the miss.
 WAIT_S = 150.0
 SERVICES = (
-    "prometheus", "alertmanager", "alert-log", "postgres-exporter", "blackbox-exporter", "node-exporter",
+    "prometheus", "alertmanager", "alert-log", "postgres-exporter", "blackbox-exporter",
+    "node-exporter",
 )  # fmt: skip
 
 

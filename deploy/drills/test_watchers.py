@@ -22,8 +22,14 @@ import pytest
 
 from drills.common import Context, DrillResult
 from drills.stack import log
-from drills.test_monitoring import FIRE_TARGET_S, RESOLVE_TARGET_S, Watch, _expect_within, _fmt
-from drills.test_monitoring import monitoring
+from drills.test_monitoring import (
+    FIRE_TARGET_S,
+    RESOLVE_TARGET_S,
+    Watch,
+    _expect_within,
+    _fmt,
+    monitoring,
+)
 
 TITLE_PROXY = "Proxy killed under load: the outside-in probe pages within 2 minutes and resolves"
 TITLE_HEARTBEAT = "Prometheus stopped: the heartbeat stand-in sees the heartbeat stop"
@@ -145,8 +151,9 @@ def test_prometheus_stopped_heartbeat_missing(ctx: Context, result: DrillResult)
     )
     result.expect(back_s is not None, "the heartbeat did not come back after Prometheus started")
     result.summary = (
-        f"`stop prometheus`: the heartbeat stand-in reported it missing {after_stop and round(after_stop)} s "
-        f"after the stop, {after_ping} s after the last ping (target {HEARTBEAT_TIMEOUT_S:.0f} s); "
+        f"`stop prometheus`: the heartbeat stand-in reported it missing "
+        f"{after_stop and round(after_stop)} s after the stop, {after_ping} s after the last "
+        f"ping (target {HEARTBEAT_TIMEOUT_S:.0f} s); "
         f"back {back_s and round(back_s)} s after `up prometheus`"
     )
 

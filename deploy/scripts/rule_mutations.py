@@ -73,7 +73,7 @@ def expr_mutations(expr: str) -> Iterator[tuple[str, str]]:
         if not _outside_strings(expr, m.start()):
             continue
         value = float(m.group(1))
-        for new in ([1.0] if value == 0 else [value * 0.75, value * 1.25]):
+        for new in [1.0] if value == 0 else [value * 0.75, value * 1.25]:
             yield (
                 f"{m.group(1)} -> {_fmt(new)}",
                 expr[: m.start()] + _fmt(new) + expr[m.end() :],
@@ -220,7 +220,9 @@ def run(image: str, jobs: int, only: str | None) -> int:
         # that can see it. Same layout as deploy/prometheus (tests load ../rules/<file>).
         tests = load_tests()
         plans = [test_plan(m, affected(m.rule.split("{")[0], reads), tests) for m in all_mutants]
-        lines = ["m0 " + " ".join(f"tests/{t.name}" for t in sorted((PROM / "tests").glob("*.test.yml")))]
+        lines = [
+            "m0 " + " ".join(f"tests/{t.name}" for t in sorted((PROM / "tests").glob("*.test.yml")))
+        ]
         shutil.copytree(PROM / "rules", work / "m0" / "rules")
         shutil.copytree(PROM / "tests", work / "m0" / "tests")
         for i, (mutant, plan) in enumerate(zip(all_mutants, plans, strict=True), start=1):
@@ -237,12 +239,12 @@ def run(image: str, jobs: int, only: str | None) -> int:
         # One line of the plan per mutant: its directory and its test files (xargs: $0 and $@).
         # m0 runs every file; a mutant stops at its first failing file.
         script = (
-            f"xargs -P {jobs} -L 1 sh -c 'cd \"/m/$0\" && for f in \"$@\"; do "
+            f'xargs -P {jobs} -L 1 sh -c \'cd "/m/$0" && for f in "$@"; do '
             'promtool test rules "$f" >/dev/null 2>&1 || { echo "$0 fail"; exit 0; }; done; '
-            "echo \"$0 pass\"' < /m/plan"
+            'echo "$0 pass"\' < /m/plan'
         )
-        os.chmod(work, 0o755)
-        for p in work.rglob("*"):
+        # The container runs as this user but reads through a bind mount: world-readable copies.
+        for p in [work, *work.rglob("*")]:
             p.chmod(0o755 if p.is_dir() else 0o644)
         started = time.monotonic()
         result = subprocess.run(
@@ -276,7 +278,9 @@ def run(image: str, jobs: int, only: str | None) -> int:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--image", default=os.environ.get("PROMETHEUS_IMAGE", "prom/prometheus:v2.53.3"))
+    parser.add_argument(
+        "--image", default=os.environ.get("PROMETHEUS_IMAGE", "prom/prometheus:v2.53.3")
+    )
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--only", help="one rules file (its name)")
     args = parser.parse_args()
