@@ -9,7 +9,7 @@ deploy/prometheus/tests/ that load its rules file (`promtool test rules`, all mu
 container, two at a time); a mutant the tests still pass is a miss. Exit status 1 when any
 mutant survives. Usage (deploy/scripts/prometheus-check.sh runs it):
 
-    python deploy/scripts/rule_mutations.py [--image IMAGE] [--jobs N] [--only FILE.yml]
+    python deploy/scripts/rule_mutations.py [--image IMAGE] [--jobs N] [--only FILE.yml ...]
 """
 
 from __future__ import annotations
@@ -75,8 +75,8 @@ def expr_mutations(expr: str) -> Iterator[tuple[str, str]]:
         value = float(m.group(1))
         for new in [1.0] if value == 0 else [value * 0.75, value * 1.25]:
             yield (
-                f"{m.group(1)} -> {_fmt(new)}",
-                expr[: m.start()] + _fmt(new) + expr[m.end() :],
+                f"{m.group(1)} -> {_fmt(scaled)}",
+                expr[: m.start()] + _fmt(scaled) + expr[m.end() :],
             )
     for m in WINDOW.finditer(expr):
         n, unit = int(m.group(1)), m.group(2)
@@ -208,10 +208,10 @@ def test_plan(
     return {**direct, **indirect}
 
 
-def run(image: str, jobs: int, only: str | None) -> int:
+def run(image: str, jobs: int, only: list[str] | None) -> int:
     files = sorted((PROM / "rules").glob("*.yml"))
     if only:
-        files = [f for f in files if f.name == only]
+        files = [f for f in files if f.name in only]
     all_mutants = [m for f in files for m in mutants(f)]
     reads = rule_names(sorted((PROM / "rules").glob("*.yml")))
     work = Path(tempfile.mkdtemp(prefix="heroes-mutants-"))
@@ -220,9 +220,10 @@ def run(image: str, jobs: int, only: str | None) -> int:
         # that can see it. Same layout as deploy/prometheus (tests load ../rules/<file>).
         tests = load_tests()
         plans = [test_plan(m, affected(m.rule.split("{")[0], reads), tests) for m in all_mutants]
-        lines = [
-            "m0 " + " ".join(f"tests/{t.name}" for t in sorted((PROM / "tests").glob("*.test.yml")))
-        ]
+        # m0: the test files of the checked rules files, on the shipped rules (must pass).
+        names = {f.name for f in files}
+        shipped = [t for t, d in tests.items() if {Path(f).name for f in d["rule_files"]} & names]
+        lines = ["m0 " + " ".join(f"tests/{t}" for t in shipped)]
         shutil.copytree(PROM / "rules", work / "m0" / "rules")
         shutil.copytree(PROM / "tests", work / "m0" / "tests")
         for i, (mutant, plan) in enumerate(zip(all_mutants, plans, strict=True), start=1):
@@ -282,7 +283,7 @@ def main() -> None:
         "--image", default=os.environ.get("PROMETHEUS_IMAGE", "prom/prometheus:v2.53.3")
     )
     parser.add_argument("--jobs", type=int, default=2)
-    parser.add_argument("--only", help="one rules file (its name)")
+    parser.add_argument("--only", action="append", help="a rules file (its name); repeatable")
     args = parser.parse_args()
     sys.exit(run(args.image, args.jobs, args.only))
 
