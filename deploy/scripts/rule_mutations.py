@@ -73,7 +73,7 @@ def expr_mutations(expr: str) -> Iterator[tuple[str, str]]:
         if not _outside_strings(expr, m.start()):
             continue
         value = float(m.group(1))
-        for new in [1.0] if value == 0 else [value * 0.75, value * 1.25]:
+        for scaled in [1.0] if value == 0 else [value * 0.75, value * 1.25]:
             yield (
                 f"{m.group(1)} -> {_fmt(scaled)}",
                 expr[: m.start()] + _fmt(scaled) + expr[m.end() :],
