@@ -7,6 +7,9 @@
   stops, and the heartbeat stand-in (alert-log) reports it missing within its interval plus one
   (HEARTBEAT_TIMEOUT, 120 s, after the last ping); Alertmanager keeps the last Watchdog for 4
   minutes (Prometheus's 4 x resend delay), so the whole takes up to about 7 minutes from the stop.
+- 34: the pager unreachable (its secret points at a port nothing listens on; Alertmanager
+  recreated with it): a page (the proxy killed again) fails to deliver, and
+  HeroesNotificationsFailing reaches the ticket receiver; the pager's secret restored after.
 - 35: a replica's container removed (not stopped): it leaves Docker's DNS, HAProxy puts its slot
   in MAINT (not DOWN) and Prometheus drops its target; HeroesReplicaGone fires for the slot.
 
@@ -15,7 +18,9 @@ Same profile and short scrape interval (5 s) as drills 23-25 (drills.test_monito
 
 from __future__ import annotations
 
+import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -33,6 +38,7 @@ from drills.test_monitoring import (
 
 TITLE_PROXY = "Proxy killed under load: the outside-in probe pages within 2 minutes and resolves"
 TITLE_HEARTBEAT = "Prometheus stopped: the heartbeat stand-in sees the heartbeat stop"
+TITLE_RECEIVER = "Pager unreachable: the notification-failure alert reaches the ticket route"
 TITLE_GONE = "A replica's container removed (slot MAINT, target gone): replica-gone alert fires"
 
 #: The issue's bound for a page when the service cannot be reached at all.
@@ -155,6 +161,54 @@ def test_prometheus_stopped_heartbeat_missing(ctx: Context, result: DrillResult)
         f"{after_stop and round(after_stop)} s after the stop, {after_ping} s after the last "
         f"ping (target {HEARTBEAT_TIMEOUT_S:.0f} s); "
         f"back {back_s and round(back_s)} s after `up prometheus`"
+    )
+
+
+# --- 34 --------------------------------------------------------------------------------------
+
+
+@pytest.mark.drill(
+    34, TITLE_RECEIVER, stage="monitoring", services=("alertmanager", "alert-log", "proxy")
+)
+def test_pager_unreachable_reaches_the_ticket_route(ctx: Context, result: DrillResult) -> None:
+    stack = ctx.stack
+    prom = monitoring(ctx)
+    dead = Path(tempfile.mkdtemp(prefix="heroes-drills-pager-")) / "pager-url"
+    dead.write_text("http://alert-log:9/page\n")  # alert-log listens on 9095 only
+    dead.parent.chmod(0o755)
+    dead.chmod(0o644)
+    stack.extra_env["ALERTMANAGER_PAGER_FILE"] = str(dead)
+    name = "HeroesNotificationsFailing"
+    try:
+        log("drill 34: alertmanager recreated with an unreachable pager; docker compose kill proxy")
+        stack.compose("up", "-d", "--wait", "alertmanager", timeout=200)
+        t0 = time.time()
+        stack.compose("kill", "proxy", timeout=60)
+        watch = Watch(stack, prom, t0)
+        seen = watch.until(
+            {
+                "failing_firing": lambda: watch.fired(name),
+                "failing_ticket": lambda: any(
+                    e.get("alertname") == name and e.get("path") == "/ticket"
+                    for e in stack.log_events("alert-log", t0)
+                ),
+            },
+            timeout=420,
+        )
+        pages = [e for e in stack.log_events("alert-log", t0) if e.get("path") == "/page"]
+    finally:
+        stack.compose("start", "proxy", timeout=120)
+        del stack.extra_env["ALERTMANAGER_PAGER_FILE"]
+        stack.compose("up", "-d", "--wait", "alertmanager", timeout=200)
+    stack.wait_ready(ctx.refresh_url(), timeout=90)
+    # rate over 5 m of the failures, then `for: 2m`, then a group: minutes by design.
+    _expect_within(result, seen, "failing_firing", 300.0)
+    _expect_within(result, seen, "failing_ticket", 330.0)
+    result.expect(not pages, f"the unreachable pager received {len(pages)} notifications")
+    result.summary = (
+        f"pager unreachable, proxy killed: {name} firing {_fmt(seen, 'failing_firing')} after "
+        f"the kill, at the ticket receiver {_fmt(seen, 'failing_ticket')} after it; "
+        f"{len(pages)} reached the dead pager"
     )
 
 
