@@ -248,11 +248,16 @@ def run(image: str, jobs: int, only: list[str] | None) -> int:
         for p in [work, *work.rglob("*")]:
             p.chmod(0o755 if p.is_dir() else 0o644)
         started = time.monotonic()
-        result = subprocess.run(
-            ["docker", "run", "--rm", "--network", "none", "--user", f"{os.getuid()}:{os.getgid()}",
-             "-v", f"{work}:/m:ro", "--entrypoint", "sh", image, "-c", script],
-            capture_output=True, text=True, check=False,
-        )  # fmt: skip
+        name = f"heroes-mutants-{os.getpid()}"
+        try:
+            result = subprocess.run(
+                ["docker", "run", "--rm", "--name", name, "--network", "none",
+                 "--user", f"{os.getuid()}:{os.getgid()}", "-v", f"{work}:/m:ro",
+                 "--entrypoint", "sh", image, "-c", script],
+                capture_output=True, text=True, check=False,
+            )  # fmt: skip
+        finally:  # an interrupted client leaves its container running: stop it
+            subprocess.run(["docker", "rm", "-f", name], capture_output=True, check=False)
         elapsed = time.monotonic() - started
         outcome = dict(line.split() for line in result.stdout.splitlines() if line.strip())
         if outcome.get("m0") != "pass":
