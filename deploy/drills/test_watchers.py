@@ -181,7 +181,7 @@ def test_pager_unreachable_reaches_the_ticket_route(ctx: Context, result: DrillR
     name = "HeroesNotificationsFailing"
     try:
         log("drill 34: alertmanager recreated with an unreachable pager; docker compose kill proxy")
-        stack.compose("up", "-d", "--wait", "alertmanager", timeout=200)
+        stack.compose("up", "-d", "--wait", "--force-recreate", "alertmanager", timeout=200)
         t0 = time.time()
         stack.compose("kill", "proxy", timeout=60)
         watch = Watch(stack, prom, t0)
@@ -199,7 +199,7 @@ def test_pager_unreachable_reaches_the_ticket_route(ctx: Context, result: DrillR
     finally:
         stack.compose("start", "proxy", timeout=120)
         del stack.extra_env["ALERTMANAGER_PAGER_FILE"]
-        stack.compose("up", "-d", "--wait", "alertmanager", timeout=200)
+        stack.compose("up", "-d", "--wait", "--force-recreate", "alertmanager", timeout=200)
     stack.wait_ready(ctx.refresh_url(), timeout=90)
     # rate over 5 m of the failures, then `for: 2m`, then a group: minutes by design.
     _expect_within(result, seen, "failing_firing", 300.0)
