@@ -51,7 +51,10 @@ FIRE_TARGET_S = 90.0
 RESOLVE_TARGET_S = 90.0
 #: Waiting for an alert that should come: the target plus room to report the miss.
 WAIT_S = 150.0
-SERVICES = ("prometheus", "alertmanager", "alert-log", "postgres-exporter")
+SERVICES = (
+    "prometheus", "alertmanager", "alert-log", "postgres-exporter", "blackbox-exporter",
+    "node-exporter",
+)  # fmt: skip
 
 
 # --- the profile -----------------------------------------------------------------------------
@@ -124,6 +127,7 @@ def monitoring(ctx: Context) -> Prometheus:
                 prom.up("api") == replicas
                 and prom.up("haproxy") == 1
                 and prom.up("postgres") == 1
+                and prom.up("blackbox") == 2
                 and bool(prom.get("/api/v1/query", query="pg_up == 1")["result"])
             )
         except OSError:

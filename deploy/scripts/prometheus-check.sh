@@ -2,20 +2,30 @@
 # The monitoring profile's configuration, checked by the tools that read it (docs/observability.md):
 #   promtool check config   deploy/prometheus/prometheus.yml (compose) and kubernetes.yml
 #   promtool check rules    deploy/prometheus/rules/*.yml
-#   promtool test rules     deploy/prometheus/tests/*.test.yml (every alert fires on a series that
-#                           should fire it and stays silent on one that should not)
-#   amtool check-config     deploy/alertmanager/alertmanager.yml
-#   deploy/tests/test_monitoring.py: every alert has a runbook line, a firing and a silent unit
+#   promtool test rules     deploy/prometheus/tests/*.test.yml (every alert fires where it should
+#                           and not where it should not; every window, factor, threshold, label
+#                           filter and `for` pinned on both sides)
+#   rule_mutations.py       edits every rule the ways a careless change would and counts the edits
+#                           those tests miss. It takes minutes per rules file and some edits still
+#                           pass (docs/observability.md, "Rule tests"), so by default it runs on
+#                           RULE_MUTATIONS_FILES and reports; RULE_MUTATIONS=strict fails on a miss,
+#                           RULE_MUTATIONS=all checks every file
+#   amtool check-config     deploy/alertmanager/alertmanager.yml with each receiver kind
+#                           (render.sh: webhook, slack, pagerduty, email)
+#   blackbox_exporter       --config.check of deploy/prometheus/blackbox.yml
+#   deploy/tests/test_monitoring.py: every alert has a runbook section, a firing and a silent unit
 #                           test; the profile's services are hardened and loopback-only
-# promtool and amtool run inside the images the compose profile uses (--entrypoint), so the
-# checks match the versions that load these files; nothing is installed on the host.
-# Environment: PROMETHEUS_IMAGE, ALERTMANAGER_IMAGE (the compose file's defaults).
+# promtool, amtool and blackbox_exporter run inside the images the compose profile uses
+# (--entrypoint), so the checks match the versions that load these files; nothing is installed on
+# the host. Environment: PROMETHEUS_IMAGE, ALERTMANAGER_IMAGE, BLACKBOX_EXPORTER_IMAGE (the compose
+# file's defaults).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 deploy/scripts/bootstrap.sh
 .venv/bin/pytest -q -p no:cacheprovider deploy/tests/test_monitoring.py
 prometheus=${PROMETHEUS_IMAGE:-prom/prometheus:v2.53.3}
 alertmanager=${ALERTMANAGER_IMAGE:-prom/alertmanager:v0.28.1}
+blackbox=${BLACKBOX_EXPORTER_IMAGE:-prom/blackbox-exporter:v0.26.0}
 
 # The same paths as in the containers: /etc/prometheus/{prometheus.yml,rules/,tests/}.
 promtool() {
@@ -30,8 +40,27 @@ promtool check config --syntax-only /etc/prometheus/kubernetes.yml
 mapfile -t rules < <(cd deploy/prometheus && ls rules/*.yml)
 mapfile -t tests < <(cd deploy/prometheus && ls tests/*.test.yml)
 promtool check rules "${rules[@]}"
+started=$SECONDS
 promtool test rules "${tests[@]}"
+echo "prometheus-check: promtool test rules took $((SECONDS - started)) s"
+mutation_args=(--image "$prometheus")
+if [ "${RULE_MUTATIONS:-report}" != all ]; then
+  for f in ${RULE_MUTATIONS_FILES:-outside.yml monitoring.yml}; do mutation_args+=(--only "$f"); done
+fi
+if ! .venv/bin/python deploy/scripts/rule_mutations.py "${mutation_args[@]}"; then
+  [ "${RULE_MUTATIONS:-report}" = strict ] && exit 1
+  echo "prometheus-check: the mutants above pass the rule tests (reported; RULE_MUTATIONS=strict fails)"
+fi
+
+for kind in webhook slack pagerduty email; do
+  docker run --rm --network none --user "$(id -u):$(id -g)" \
+    -e ALERTMANAGER_PAGER="$kind" -e ALERTMANAGER_TICKET="$kind" \
+    -e ALERT_EMAIL_TO=oncall@example.org -e ALERT_EMAIL_FROM=alertmanager@example.org \
+    -e ALERT_EMAIL_SMARTHOST=smtp.example.org:587 \
+    -v "$PWD/deploy/alertmanager:/etc/alertmanager:ro" --entrypoint sh "$alertmanager" \
+    -c 'sh /etc/alertmanager/render.sh --check /tmp/am.yml && amtool check-config /tmp/am.yml'
+done
 docker run --rm --network none --user "$(id -u):$(id -g)" \
-  -v "$PWD/deploy/alertmanager:/etc/alertmanager:ro" \
-  --entrypoint amtool "$alertmanager" check-config /etc/alertmanager/alertmanager.yml
-echo "prometheus-check: config, rules, ${#tests[@]} rule test file(s) and alertmanager config pass"
+  -v "$PWD/deploy/prometheus/blackbox.yml:/etc/blackbox_exporter/config.yml:ro" \
+  "$blackbox" --config.file=/etc/blackbox_exporter/config.yml --config.check
+echo "prometheus-check: config, rules, ${#tests[@]} rule test file(s), their mutations, 4 alertmanager configs and the blackbox modules pass"
