@@ -17,7 +17,7 @@ import pytest
 
 from drills.common import Context, DrillResult, wait_for
 from drills.stack import DrillError, Stack, log
-from drills.test_offsite import host_stack, s3_standin
+from drills.test_offsite import standin_stack
 from drills.test_pitr import METRICS, restore
 
 TITLE = "A damaged file in the off-host repository: verify and restore test say so, restore works"
@@ -51,19 +51,8 @@ def restore_gauges(stack: Stack) -> dict[str, float]:
 
 @pytest.mark.drill(41, TITLE, stage="own-stack", services=("pgbackrest", "restore-test"))
 def test_corrupt_offsite(drill_context: Context, result: DrillResult) -> None:
-    ctx = drill_context
-    ctx.stack.compose("pause", check=False)
-    stack: Stack | None = None
-    try:
-        with s3_standin(ctx) as settings:
-            stack = host_stack(ctx, "corrupt", settings)
-            stack.compose("down", "-v", "--remove-orphans", check=False)
-            stack.compose("up", "-d", "--wait", "--wait-timeout", "400", timeout=500)
-            _drill(result, ctx, stack)
-    finally:
-        if stack is not None:
-            stack.compose("down", "-v", "--remove-orphans", "--timeout", "20", check=False)
-        ctx.stack.compose("unpause", check=False)
+    with standin_stack(drill_context, "corrupt") as stack:
+        _drill(result, drill_context, stack)
 
 
 def _drill(result: DrillResult, ctx: Context, stack: Stack) -> None:

@@ -76,6 +76,24 @@ def host_stack(ctx: Context, name: str, settings: dict[str, str]) -> Stack:
     )  # fmt: skip
 
 
+@contextmanager
+def standin_stack(ctx: Context, name: str) -> Iterator[Stack]:
+    """A stack of the drill's own (up and healthy) backed up to a fresh S3 stand-in; the shared
+    stack paused meanwhile (it shares the 2 cores), both removed afterwards."""
+    ctx.stack.compose("pause", check=False)
+    stack: Stack | None = None
+    try:
+        with s3_standin(ctx) as settings:
+            stack = host_stack(ctx, name, settings)
+            stack.compose("down", "-v", "--remove-orphans", check=False)
+            stack.compose("up", "-d", "--wait", "--wait-timeout", "400", timeout=500)
+            yield stack
+    finally:
+        if stack is not None:
+            stack.compose("down", "-v", "--remove-orphans", "--timeout", "20", check=False)
+        ctx.stack.compose("unpause", check=False)
+
+
 def keyed_writers(stack: Stack, prefix: str, seconds: float) -> NetworkLoad:
     cmd = [
         sys.executable, "-m", "drills.keyed_load", "--url", stack.url(),
