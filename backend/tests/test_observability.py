@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 from typing import Any
 
 import httpx
@@ -16,7 +17,7 @@ from heroes.errors import ValueRejected
 from heroes.lifecycle import begin_draining
 from heroes.server import metrics
 from heroes.server.edge import Edge
-from heroes.server.observability import _Ids, new_request_id
+from heroes.server.observability import _Ids, new_request_id, queued_since
 
 from .logcapture import capture_logs
 
@@ -45,6 +46,7 @@ async def test_generated_id_is_returned_and_on_the_access_line(client: httpx.Asy
     assert GENERATED.fullmatch(request_id)
     [access] = logs.lines("heroes.access")
     assert access.pop("duration_ms") >= 0
+    assert access.pop("queued_ms") == 0  # no proxy in front
     del access["ts"], access["pid"]
     assert access == {
         "level": "info",
@@ -182,6 +184,41 @@ async def test_requests_are_counted_by_route_template(
     assert response.status_code == status
     after = requests_total(label, route, status), latency_count(label, route, status)
     assert after == (before[0] + 1, before[1] + 1)
+
+
+def latency_within(route: str, le: str) -> float:
+    labels = {"method": "GET", "route": route, "status": "200", "le": le}
+    return REGISTRY.get_sample_value("heroes_http_request_duration_seconds_bucket", labels) or 0.0
+
+
+async def test_time_in_the_proxys_queue_counts_in_the_latency(client: httpx.AsyncClient) -> None:
+    before = latency_count("GET", "/heroes/", 200), latency_within("/heroes/", "0.5")
+    stamp = f"t={int((time.time() - 0.7) * 1e6)}"  # the proxy had it 0.7 s ago
+    with capture_logs() as logs:
+        response = await client.get("/heroes/", headers={"X-Request-Start": stamp})
+    assert response.status_code == 200
+    after = latency_count("GET", "/heroes/", 200), latency_within("/heroes/", "0.5")
+    assert after == (before[0] + 1, before[1])  # counted, and slower than 0.5 s
+    [access] = logs.lines("heroes.access")
+    assert 700 <= access["queued_ms"] < 5000
+    assert access["duration_ms"] < access["queued_ms"]
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [
+        (b"t=1000000000000000", 0.25),  # microseconds, as deploy/haproxy/haproxy.cfg stamps it
+        (b"1000000000000000", 0.25),
+        (b"t=1000000000250000", 0.0),  # from the future: a clock behind, not a negative wait
+        (b"t=999999940000000", 0.0),  # a minute old: not a queue
+        (b"t=", 0.0),
+        (b"t=1e15", 0.0),
+        (b"t=-1000000000000000", 0.0),
+        (b"t=" + b"9" * 400, 0.0),
+    ],
+)
+def test_queue_stamps_that_are_not_sane_count_as_no_wait(header: bytes, expected: float) -> None:
+    assert queued_since(header, now=1_000_000_000.25) == pytest.approx(expected)
 
 
 async def test_raw_paths_never_become_labels(client: httpx.AsyncClient) -> None:

@@ -19,20 +19,17 @@ twice. Needs root (mount) on the host, as the drills' CI does.
 
 from __future__ import annotations
 
-import shutil
 import subprocess
-import tempfile
 import time
-from contextlib import suppress
 from dataclasses import replace
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from drills.common import Context, DrillResult, wait_for
 from drills.fault_load import Fault, expect_bounded, under_fault
+from drills.loop_disk import LoopDisk
 from drills.stack import Stack, log
 
 TITLE = "Database disk full: a relation that cannot grow, and PostgreSQL stopped by it"
@@ -102,43 +99,7 @@ def _relation_cannot_grow(ctx: Context) -> dict[str, Any]:
     return figures
 
 
-class SmallDisk:
-    """A DISK_MB ext4 filesystem in a file, loop-mounted on the host, with a data directory for
-    PostgreSQL (uid 999) on it."""
-
-    def __init__(self) -> None:
-        self.root = Path(tempfile.mkdtemp(prefix="heroes-disk-"))
-        self.image, self.mount = self.root / "disk.img", self.root / "mnt"
-        self.pgdata, self.filler = self.mount / "pgdata", self.mount / "filler"
-
-    def __enter__(self) -> SmallDisk:
-        subprocess.run(["truncate", "-s", f"{DISK_MB}M", str(self.image)], check=True)
-        subprocess.run(["mkfs.ext4", "-q", "-m", "0", str(self.image)], check=True)
-        self.mount.mkdir()
-        subprocess.run(["mount", "-o", "loop", str(self.image), str(self.mount)], check=True)
-        self.pgdata.mkdir(mode=0o700)
-        shutil.chown(self.pgdata, 999, 999)
-        return self
-
-    def fill(self) -> None:
-        """Every free block taken: written until the filesystem refuses, 1 MiB then 4 KiB at a
-        time."""
-        with self.filler.open("wb", buffering=0) as out:
-            for size in (1 << 20, 4096):
-                chunk = bytes(size)
-                with suppress(OSError):
-                    while True:
-                        out.write(chunk)
-
-    def free(self) -> None:
-        self.filler.unlink(missing_ok=True)
-
-    def __exit__(self, *_: object) -> None:
-        subprocess.run(["umount", "-l", str(self.mount)], check=False)
-        shutil.rmtree(self.root, ignore_errors=True)
-
-
-def _fill_data_disk(stack: Stack, disk: SmallDisk, stopped: dict[str, Any]) -> Fault:
+def _fill_data_disk(stack: Stack, disk: LoopDisk, stopped: dict[str, Any]) -> Fault:
     db = stack.container("db")
     disk.fill()
     started = time.time()
@@ -165,12 +126,13 @@ def _fill_data_disk(stack: Stack, disk: SmallDisk, stopped: dict[str, Any]) -> F
 
 def _postgres_stops(ctx: Context) -> dict[str, Any]:
     base = ctx.stack
-    with SmallDisk() as disk:
+    with LoopDisk(DISK_MB) as disk:
+        pgdata = disk.directory("pgdata", uid=999)  # the postgres image's user
         stack = Stack(
             root=base.root, project=f"{base.project}-disk", image=base.image,
             tokens_file=base.tokens_file,
             files=(*base.files, "deploy/drills/compose.full-disk.yml"),
-            extra_env={**base.extra_env, "DRILL_PGDATA": str(disk.pgdata)},
+            extra_env={**base.extra_env, "DRILL_PGDATA": str(pgdata)},
         )  # fmt: skip
         try:
             stack.compose("up", "-d", "--wait", "--wait-timeout", "180", timeout=300)

@@ -7,7 +7,8 @@ every other answer get it all:
 - the body limit (heroes.server.limits): an invalid or too large Content-Length is refused before
   anything runs, a body without one is counted as it is read;
 - ``Connection: close`` on every answer while the worker drains (heroes.lifecycle);
-- the request's count, duration and access line (heroes.server.observability).
+- the request's count, duration and access line (heroes.server.observability); the duration
+  starts when the proxy had the request (its ``X-Request-Start``), so the proxy's queue counts.
 
 One layer instead of a middleware per concern: the request is read once (one pass over its
 headers) and ``send`` is wrapped once.
@@ -18,7 +19,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from contextlib import suppress
-from time import perf_counter
+from time import perf_counter, time
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -27,7 +28,7 @@ from heroes.api.errors import LOGGED_ERROR, error
 from heroes.lifecycle import closing, is_draining
 from heroes.logs import request_id_var
 from heroes.server import limits, metrics
-from heroes.server.observability import NO_RESPONSE, finished, request_id_from
+from heroes.server.observability import NO_RESPONSE, finished, queued_since, request_id_from
 
 error_logger = logging.getLogger("heroes.errors")
 
@@ -45,6 +46,7 @@ class Edge:
             await self.app(scope, receive, send)
             return
         started = perf_counter()
+        queued = 0.0
         client_id: bytes | None = None
         content_length: bytes | None = None
         user_agent = b""
@@ -56,6 +58,8 @@ class Edge:
                 user_agent = value
             elif key == b"content-length" and content_length is None:
                 content_length = value
+            elif key == b"x-request-start":
+                queued = queued_since(value, time())
         request_id = request_id_from(client_id)
         id_header = (b"x-request-id", request_id.encode("ascii"))
         token = request_id_var.set(request_id)
@@ -91,5 +95,5 @@ class Edge:
         finally:
             metrics.RequestsInFlight.count -= 1
             elapsed = perf_counter() - started
-            finished(scope, status or NO_RESPONSE, elapsed, user_agent, self.route_paths)
+            finished(scope, status or NO_RESPONSE, elapsed, queued, user_agent, self.route_paths)
             request_id_var.reset(token)

@@ -22,6 +22,8 @@ QUIET_PATHS = frozenset({"/health/live", "/health/ready", "/metrics"})
 #: Status recorded for a request that ended without a response (client gone, task cancelled).
 NO_RESPONSE = 499
 USER_AGENT_MAX = 256
+#: A proxy's X-Request-Start older than this is not a queue (a client's own header, a clock step).
+QUEUE_STAMP_MAX_S = 60.0
 
 access_logger = logging.getLogger(ACCESS_LOGGER)
 
@@ -56,10 +58,26 @@ def request_id_from(value: bytes | None) -> str:
     return new_request_id()
 
 
+def queued_since(header: bytes, now: float) -> float:
+    """Seconds since the proxy stamped ``X-Request-Start: t=<microseconds since the epoch>``
+    (deploy/haproxy/haproxy.cfg): the time the request waited in its queue; 0 for anything else."""
+    digits = header.removeprefix(b"t=")
+    if not digits.isdigit() or len(digits) > 20:
+        return 0.0
+    waited = now - int(digits) / 1e6
+    return waited if 0.0 < waited < QUEUE_STAMP_MAX_S else 0.0
+
+
 def finished(
-    scope: Scope, status: int, seconds: float, user_agent: bytes, route_paths: Mapping[Any, str]
+    scope: Scope,
+    status: int,
+    seconds: float,
+    queued: float,
+    user_agent: bytes,
+    route_paths: Mapping[Any, str],
 ) -> None:
-    """Count the request by route template and write its access line.
+    """Count the request by route template and write its access line. The histogram gets the
+    time since the proxy had the request (``queued`` + ``seconds``): what the SLO promises.
 
     ``route_paths`` maps the endpoints of plain Starlette routes (/docs, /openapi.json) to their
     paths: only FastAPI's own routes leave ``scope["route"]`` behind.
@@ -70,7 +88,7 @@ def finished(
     else:
         template = route_paths.get(scope.get("endpoint"), metrics.UNMATCHED)
     method: str = scope["method"]
-    metrics.observe(method, template, status, seconds)
+    metrics.observe(method, template, status, queued + seconds)
     path: str = scope["path"]
     if not access_logger.isEnabledFor(logging.INFO):
         return
@@ -83,6 +101,7 @@ def finished(
         "route": template,
         "status": status,
         "duration_ms": round(seconds * 1000, 3),
+        "queued_ms": round(queued * 1000, 3),
         "client": client[0] if client else None,
         "user_agent": user_agent[:USER_AGENT_MAX].decode("latin-1"),
     }
