@@ -19,9 +19,9 @@ import pytest
 
 from drills.client import Outcome
 from drills.common import Context, DrillResult, LoadRun, db_ages, wait_for
+from drills.offsite import standin_stack
+from drills.pitr import metrics, writers
 from drills.stack import DrillError, Stack, log
-from drills.test_offsite import standin_stack
-from drills.test_pitr import metrics, writers
 
 TITLE = "The object store away for 5 minutes under writes: alert, writes go on, no gap after"
 AWAY_S = 300
