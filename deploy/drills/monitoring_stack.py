@@ -18,7 +18,9 @@ from drills.stack import DrillError, Stack, log
 
 #: Prometheus's intervals during the drills (the shipped file says 15 s).
 SCRAPE_S = 5
+#: An alert fires, and reaches its receiver, within 90 s of the harm.
 FIRE_TARGET_S = 90.0
+#: ... and resolves within 90 s of the harm's end.
 RESOLVE_TARGET_S = 90.0
 #: Waiting for an alert that should come: the target plus room to report the miss.
 WAIT_S = 150.0

@@ -1,4 +1,4 @@
-"""Drills 32, 33 and 35: the faults the monitoring used to miss (docs/observability.md).
+"""Drills 32-35: faults only the watchers of the monitoring see (docs/observability.md).
 
 - 32: the proxy killed under load (``docker compose kill``: a manual stop, Docker does not restart
   it): its own exporter dies with it, so only the outside-in probe sees it. HeroesServiceUnreachable
@@ -41,7 +41,7 @@ TITLE_HEARTBEAT = "Prometheus stopped: the heartbeat stand-in sees the heartbeat
 TITLE_RECEIVER = "Pager unreachable: the notification-failure alert reaches the ticket route"
 TITLE_GONE = "A replica's container removed (slot MAINT, target gone): replica-gone alert fires"
 
-#: The issue's bound for a page when the service cannot be reached at all.
+#: A page within 2 minutes when the service cannot be reached at all.
 UNREACHABLE_TARGET_S = 120.0
 #: alert-log's HEARTBEAT_TIMEOUT (docker-compose.yml): Alertmanager's 1-minute repeat plus one.
 HEARTBEAT_TIMEOUT_S = 120.0
