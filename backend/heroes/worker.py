@@ -13,8 +13,7 @@ Shutdown timeline of one worker after gunicorn forwards SIGTERM (docker stop, ro
 By the end of the drain no client connects here any more: the proxy (deploy/haproxy) takes a
 draining replica out of rotation within about a second (its readiness checks), Kubernetes removes
 the pod from its Service's endpoints. So closing the listener resets nothing (drills 1, 8, 11 in
-docs/load-balancing.md; the socket-level tricks an earlier version used for clients connected
-straight to the replica changed none of those figures and are gone).
+docs/load-balancing.md).
 
 gunicorn's ``graceful_timeout`` is the hard deadline from SIGTERM to SIGKILL, so the worker fits
 1-3 inside it: in-flight budget = graceful_timeout - drain - LIFESPAN_SHUTDOWN_MARGIN (the margin
@@ -71,9 +70,8 @@ DEFAULT_DRAIN_SECONDS = 3.0
 DEFAULT_WORKERS = 2
 #: Defaults of GUNICORN_BOOT_FAILURES and GUNICORN_BOOT_FAILURE_WINDOW (CrashLoopBreaker). Two: a
 #: release that cannot load kills every worker of the first generation at about the same time,
-#: so the server stops right after the first death instead of one import time later (12 s on
-#: the loaded CI machine, docs/reliability.md); gunicorn itself halts at the first worker that
-#: exits with status 3.
+#: so the server stops right after the first death instead of one import time later (figures:
+#: docs/reliability.md); gunicorn itself halts at the first worker that exits with status 3.
 BOOT_FAILURES = 2
 BOOT_FAILURE_WINDOW = 60
 

@@ -42,8 +42,8 @@ from harness.procs import ProcessRegistry, free_port
 
 APP_CHOICES = ("baseline", "heroes", "ceiling")
 # The ceiling must be a real one, so a full run serves both raw implementations and the targets
-# use the faster of the two per scenario. On the 2-core dev machine the async one needed ~20 %
-# less CPU per request and had the lower p99, so it is the one a quick run keeps.
+# use the faster of the two per scenario; a quick run keeps the async one, the cheaper
+# (docs/performance.md, "What one run does").
 QUICK_CEILING_MODE = "async"
 
 

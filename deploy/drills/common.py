@@ -28,8 +28,8 @@ UNLIMITED = {
     "RATE_LIMIT_CONCURRENCY": "1000000",
 }
 #: ... and the shared stack's queue: its 32 closed-loop clients are an overload of a 2-core
-#: machine by design, and its drills count every 503 as a failure, so requests queue as before
-#: the overload bounds (up to 10 s). Drill 28 tests the bounds on a stack of its own.
+#: machine by design, and its drills count every 503 as a failure, so requests queue (up to 10 s)
+#: instead of being shed. Drill 28 tests the bounds on a stack of its own.
 QUEUEING = {"PROXY_SERVER_MAXCONN": "256", "PROXY_MAX_QUEUE": "4096", "PROXY_QUEUE_TIMEOUT": "10s"}
 
 

@@ -264,12 +264,12 @@ class Stack:
         proxy's published port): what a user of the stack sees (HAProxy behind docker-proxy).
 
         ``tokens``: "one" (the first of the stack's tokens, or of ``token_file``), "per-client"
-        (client i: token i),
-        "random" (a made-up one per request) or "none". ``in_container``: in a container of the
-        stack's image on the stack's ``edge`` network instead, against the proxy's :8080, so that
-        the proxy sees an address of its own (from the host, every client is the bridge's
-        gateway); its URL is then the proxy's on that network. ``niced``: at a lower CPU priority
-        (an abusive client runs on a machine of its own, not on the 2 cores it attacks: nice 10)."""
+        (client i: token i), "random" (a made-up one per request) or "none". ``in_container``: in
+        a container of the stack's image on the stack's ``edge`` network instead, against the
+        proxy's :8080, so that the proxy sees an address of its own (from the host, every client
+        is the bridge's gateway); its URL is then the proxy's on that network. ``niced``: at a
+        lower CPU priority (an abusive client runs on a machine of its own, not on the 2 cores it
+        attacks: nice 10)."""
         token_args = {
             "one": ["--token-file", str(token_file or self.tokens_file)],
             "per-client": ["--token-file", str(self.tokens_file), "--token-per-client"],

@@ -48,8 +48,7 @@ PACE = 10.0  # requests/s per well-behaved client
 QUIET = 8.0  # seconds alone, before and after
 PHASE = 10.0  # seconds per abuser
 #: Each abuser's keep-alive connections, each sending as fast as it is answered: one connection
-#: is no flood on a slow host (a closed loop at 50 ms per answer sends 20/s), the issue's flooder
-#: had 400.
+#: is no flood on a slow host (a closed loop at 50 ms per answer sends 20/s).
 ABUSER_CONNECTIONS = 16
 
 

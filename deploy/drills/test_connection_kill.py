@@ -20,7 +20,10 @@ from drills.stack import log
 TITLE = "Every database connection killed, twice, under read load"
 CLIENTS = 16
 KILLS = 2
+#: At most 2 failed requests in all: a read that broke is sent once more, idle dead connections
+#: are found before use.
 FAILED_MAX = 2
+#: The API answers 200 again within 1 s of each kill.
 RECOVERY_TARGET_S = 1.0
 TERMINATE = (
     "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "

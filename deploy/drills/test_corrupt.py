@@ -16,9 +16,9 @@ import time
 import pytest
 
 from drills.common import Context, DrillResult, wait_for
+from drills.offsite import standin_stack
+from drills.pitr import METRICS, restore
 from drills.stack import DrillError, Stack, log
-from drills.test_offsite import standin_stack
-from drills.test_pitr import METRICS, restore
 
 TITLE = "A damaged file in the off-host repository: verify and restore test say so, restore works"
 #: Flips bytes in the middle of the largest object of repo2's newest backup (in the stand-in).

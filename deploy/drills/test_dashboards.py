@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from drills.common import Context, DrillResult
+from drills.monitoring_stack import monitoring
 from drills.stack import log
-from drills.test_monitoring import monitoring
 
 TITLE = "Every dashboard panel's query returns data under a mixed load"
 DASHBOARDS = Path(__file__).resolve().parents[1] / "grafana" / "dashboards"

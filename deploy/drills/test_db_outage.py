@@ -28,13 +28,14 @@ from drills.common import (
 from drills.stack import log
 
 TITLE = "Database outage under write load"
+#: The API serves writes again within 1 s of the database's return.
 RECOVERY_TARGET_S = 1.0
 #: Readiness is polled every 0.1 s through the proxy, behind its own database query: it may trail
 #: the first served request by a poll or two.
 READY_RECOVERY_TARGET_S = 2.0
 READY_LINE = "database system is ready to accept connections"
-#: Longest acceptable answer while the database is down: DB_POOL_TIMEOUT (2) + scheduling slack
-#: on a 2-core machine.
+#: While the database is down every request is answered (503) within DB_POOL_TIMEOUT (2 s)
+#: plus scheduling slack on a 2-core machine, never a hang.
 MAX_OUTAGE_ANSWER_S = 5.0
 
 

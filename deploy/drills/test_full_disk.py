@@ -34,8 +34,10 @@ from drills.stack import Stack, log
 
 TITLE = "Database disk full: a relation that cannot grow, and PostgreSQL stopped by it"
 SMALL = "/var/lib/postgresql/small"  # the drills stack's small filesystem (compose.drills.yml)
-FULL_FOR_S = 10.0
+FULL_FOR_S = 10.0  # how long the disk stays full
+#: Every client is answered within the api's deadlines for a database that does not answer (8 s).
 SLOWEST_MAX_S = 8.0
+#: Writes succeed again within 5 s of space being freed (or PostgreSQL accepting connections).
 WRITES_BACK_S = 5.0
 DISK_MB = 200
 NO_SPACE = "No space left on device"

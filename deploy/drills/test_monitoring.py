@@ -15,181 +15,39 @@ the ``for:`` durations that decide how soon an alert fires are the shipped ones.
   back; then ``--scale api=4``: four api targets up in Prometheus within one scrape interval +
   15 s of the new replicas being healthy, with no edit; back to the starting count afterwards.
 
-(Drill 26, traces through the proxy, is drills.tracing.)
+(Drill 26, traces through the proxy, is drills.test_tracing.)
 
 Each records how long each alert took to fire (from the harm) and to reach the webhook.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
-import tempfile
 import time
-import urllib.parse
-import urllib.request
-from pathlib import Path
-from typing import Any
 
 import pytest
-import yaml
 
 from drills.common import Context, DrillResult, wait_for
-from drills.stack import DrillError, Stack, log
+from drills.monitoring_stack import (
+    FIRE_TARGET_S,
+    RESOLVE_TARGET_S,
+    SCRAPE_S,
+    WAIT_S,
+    Prometheus,
+    Watch,
+    expect_within,
+    monitoring,
+    took,
+)
+from drills.stack import DrillError, log
 
 TITLE_DB = "Database stopped under load: database-unavailable and fast-burn alerts fire and resolve"
 TITLE_REPLICA = "Replica process killed (SIGKILL of State.Pid): replica alert fires"
 TITLE_REPLICAS = (
     "All replicas stopped: no-ready-replica alert fires and resolves; scaled to 4: 4 api targets"
 )
-
-#: Prometheus's intervals during the drills (the shipped file says 15 s).
-SCRAPE_S = 5
-FIRE_TARGET_S = 90.0
-RESOLVE_TARGET_S = 90.0
-#: Waiting for an alert that should come: the target plus room to report the miss.
-WAIT_S = 150.0
-SERVICES = (
-    "prometheus", "alertmanager", "alert-log", "postgres-exporter", "blackbox-exporter",
-    "node-exporter",
-)  # fmt: skip
-
-
-# --- the profile -----------------------------------------------------------------------------
-
-
-def _drill_config(root: Path) -> Path:
-    """The shipped prometheus.yml with short intervals, in a fresh directory (file 0644: the
-    container's user reads the bind mount)."""
-    config = yaml.safe_load((root / "deploy" / "prometheus" / "prometheus.yml").read_text())
-    config["global"] = {
-        "scrape_interval": f"{SCRAPE_S}s",
-        "scrape_timeout": "4s",
-        "evaluation_interval": f"{SCRAPE_S}s",
-    }
-    path = Path(tempfile.mkdtemp(prefix="heroes-drills-prom-")) / "prometheus.yml"
-    path.write_text(yaml.safe_dump(config, sort_keys=False))
-    path.chmod(0o644)
-    return path
-
-
-class Prometheus:
-    def __init__(self, url: str) -> None:
-        self.url = url
-
-    def get(self, path: str, **params: str) -> Any:
-        query = f"?{urllib.parse.urlencode(params)}" if params else ""
-        with urllib.request.urlopen(f"{self.url}{path}{query}", timeout=5) as response:
-            body = json.load(response)
-        if body.get("status") != "success":
-            raise DrillError(f"prometheus {path}: {body}")
-        return body["data"]
-
-    def alerts(self, name: str, state: str = "firing") -> list[dict[str, Any]]:
-        return [
-            a
-            for a in self.get("/api/v1/alerts")["alerts"]
-            if a["labels"].get("alertname") == name and a["state"] == state
-        ]
-
-    def targets(self, job: str) -> list[dict[str, Any]]:
-        return [
-            t for t in self.get("/api/v1/targets")["activeTargets"] if t["labels"]["job"] == job
-        ]
-
-    def up(self, job: str) -> int:
-        return sum(t["health"] == "up" for t in self.targets(job))
-
-
-def monitoring(ctx: Context) -> Prometheus:
-    """Start the profile once (idempotent) and wait until it sees the stack."""
-    stack = ctx.stack
-    if "PROMETHEUS_CONFIG" not in stack.extra_env:
-        # From now on every compose command of the run includes the profile (so the final
-        # `down -v` removes it too).
-        stack.extra_env.update(
-            COMPOSE_PROFILES="monitoring",
-            PROMETHEUS_CONFIG=str(_drill_config(stack.root)),
-            PROMETHEUS_PORT="0",
-            ALERTMANAGER_PORT="0",
-        )
-    if not all(stack.containers(s) for s in SERVICES):
-        log("monitoring: docker compose --profile monitoring up -d --wait")
-        stack.compose("up", "-d", "--wait", "--wait-timeout", "180", *SERVICES, timeout=400)
-    prom = Prometheus(stack.url("prometheus", 9090))
-    replicas = len(stack.containers("api"))
-
-    def sees_everything() -> bool:
-        try:
-            return (
-                prom.up("api") == replicas
-                and prom.up("haproxy") == 1
-                and prom.up("postgres") == 1
-                and prom.up("blackbox") == 2
-                and bool(prom.get("/api/v1/query", query="pg_up == 1")["result"])
-            )
-        except OSError:
-            return False
-
-    if wait_for(sees_everything, timeout=60, interval=1.0) is None:
-        raise DrillError(f"prometheus does not see the stack: {prom.get('/api/v1/targets')}")
-    return prom
-
-
-def notifications(stack: Stack, since: float) -> list[dict[str, Any]]:
-    """The alerts the webhook receiver (alert-log) logged since a wall-clock time."""
-    return [e for e in stack.log_events("alert-log", since) if "alertname" in e]
-
-
-class Watch:
-    """Polls Prometheus and the webhook receiver for the moments alerts fire and resolve."""
-
-    def __init__(self, stack: Stack, prom: Prometheus, t0: float) -> None:
-        self.stack, self.prom, self.t0 = stack, prom, t0
-
-    def fired(self, name: str, match: dict[str, str] | None = None) -> bool:
-        return any(
-            all(a["labels"].get(k) == v for k, v in (match or {}).items())
-            for a in self.prom.alerts(name)
-        )
-
-    def gone(self, name: str) -> bool:
-        return not self.prom.alerts(name) and not self.prom.alerts(name, "pending")
-
-    def hook(self, name: str, status: str, since: float) -> float | None:
-        """Seconds from t0 until the receiver logged this alert with this status."""
-        for event in notifications(self.stack, since):
-            if event["alertname"] == name and event["status"] == status:
-                return float(event["t"]) - self.t0
-        return None
-
-    def until(self, predicates: dict[str, Any], timeout: float = WAIT_S) -> dict[str, float]:
-        """Seconds from t0 until each predicate first held (absent: never within timeout)."""
-        seen: dict[str, float] = {}
-        deadline = time.time() + timeout
-        while time.time() < deadline and len(seen) < len(predicates):
-            for key, predicate in predicates.items():
-                if key not in seen:
-                    try:
-                        if predicate():
-                            seen[key] = time.time() - self.t0
-                    except OSError:
-                        pass
-            time.sleep(0.5)
-        return seen
-
-
-def _expect_within(result: DrillResult, seen: dict[str, float], key: str, target: float) -> None:
-    value = seen.get(key)
-    result.figures[f"{key}_s"] = None if value is None else round(value, 1)
-    result.expect(value is not None and value <= target, f"{key}: {value} s (target {target} s)")
-
-
-def _fmt(seen: dict[str, float], key: str) -> str:
-    return f"{seen[key]:.1f} s" if key in seen else "never"
-
 
 # --- 23 --------------------------------------------------------------------------------------
 
@@ -236,22 +94,22 @@ def test_monitoring_database_down(ctx: Context, result: DrillResult) -> None:
     if logged is not None:
         resolved["db_alert_webhook_resolved"] = logged
     stack.wait_ready(ctx.api_url, timeout=60)
-    _expect_within(result, fired, "db_alert_firing", FIRE_TARGET_S)
-    _expect_within(result, fired, "db_alert_webhook", FIRE_TARGET_S)
-    _expect_within(result, fired, "fast_burn_firing", WAIT_S)
-    _expect_within(result, resolved, "db_alert_resolved", RESOLVE_TARGET_S)
-    _expect_within(result, resolved, "db_alert_webhook_resolved", RESOLVE_TARGET_S)
+    expect_within(result, fired, "db_alert_firing", FIRE_TARGET_S)
+    expect_within(result, fired, "db_alert_webhook", FIRE_TARGET_S)
+    expect_within(result, fired, "fast_burn_firing", WAIT_S)
+    expect_within(result, resolved, "db_alert_resolved", RESOLVE_TARGET_S)
+    expect_within(result, resolved, "db_alert_webhook_resolved", RESOLVE_TARGET_S)
     statuses: dict[str, int] = {}
     for row in data["requests"]:
         statuses[str(row[2])] = statuses.get(str(row[2]), 0) + 1
     result.figures.update(clients=clients, statuses=statuses, scrape_s=SCRAPE_S)
     result.summary = (
         f"scrape/eval every {SCRAPE_S} s, {clients} clients (statuses {statuses}): after "
-        f"`stop db` HeroesDatabaseUnavailable firing in {_fmt(fired, 'db_alert_firing')} "
-        f"(webhook {_fmt(fired, 'db_alert_webhook')}), HeroesErrorBudgetFastBurn firing in "
-        f"{_fmt(fired, 'fast_burn_firing')}; after `start db` resolved in "
-        f"{_fmt(resolved, 'db_alert_resolved')} (webhook "
-        f"{_fmt(resolved, 'db_alert_webhook_resolved')})"
+        f"`stop db` HeroesDatabaseUnavailable firing in {took(fired, 'db_alert_firing')} "
+        f"(webhook {took(fired, 'db_alert_webhook')}), HeroesErrorBudgetFastBurn firing in "
+        f"{took(fired, 'fast_burn_firing')}; after `start db` resolved in "
+        f"{took(resolved, 'db_alert_resolved')} (webhook "
+        f"{took(resolved, 'db_alert_webhook_resolved')})"
     )
 
 
@@ -303,12 +161,12 @@ def test_monitoring_replica_down(ctx: Context, result: DrillResult) -> None:
         docker_restarted_s=None if "restarted" not in seen else round(seen["restarted"], 1),
     )
     result.expect("restarted" in seen, "Docker did not restart the killed replica")
-    _expect_within(result, seen, "replica_alert_firing", FIRE_TARGET_S)
-    _expect_within(result, seen, "replica_alert_webhook", FIRE_TARGET_S)
+    expect_within(result, seen, "replica_alert_firing", FIRE_TARGET_S)
+    expect_within(result, seen, "replica_alert_webhook", FIRE_TARGET_S)
     result.summary = (
         f"SIGKILL of replica {instance}'s pid 1 (restarted by Docker after "
-        f"{_fmt(seen, 'restarted')}, same address {address in after}): {name} firing in "
-        f"{_fmt(seen, 'replica_alert_firing')} (webhook {_fmt(seen, 'replica_alert_webhook')})"
+        f"{took(seen, 'restarted')}, same address {address in after}): {name} firing in "
+        f"{took(seen, 'replica_alert_firing')} (webhook {took(seen, 'replica_alert_webhook')})"
     )
 
 
@@ -339,14 +197,14 @@ def test_monitoring_replicas_down(ctx: Context, result: DrillResult) -> None:
         "no_ready_alert_resolved": lambda: back.gone(name),
         "targets_back": lambda: prom.up("api") == replicas,
     })  # fmt: skip
-    _expect_within(result, seen, "no_ready_alert_firing", FIRE_TARGET_S)
-    _expect_within(result, seen, "no_ready_alert_webhook", FIRE_TARGET_S)
-    _expect_within(result, resolved, "no_ready_alert_resolved", RESOLVE_TARGET_S)
+    expect_within(result, seen, "no_ready_alert_firing", FIRE_TARGET_S)
+    expect_within(result, seen, "no_ready_alert_webhook", FIRE_TARGET_S)
+    expect_within(result, resolved, "no_ready_alert_resolved", RESOLVE_TARGET_S)
     summary = (
-        f"`stop api` ({replicas} replicas): {name} firing in {_fmt(seen, 'no_ready_alert_firing')}"
-        f" (webhook {_fmt(seen, 'no_ready_alert_webhook')}); after `start api` resolved in "
-        f"{_fmt(resolved, 'no_ready_alert_resolved')}, {replicas} targets up again in "
-        f"{_fmt(resolved, 'targets_back')}"
+        f"`stop api` ({replicas} replicas): {name} firing in {took(seen, 'no_ready_alert_firing')}"
+        f" (webhook {took(seen, 'no_ready_alert_webhook')}); after `start api` resolved in "
+        f"{took(resolved, 'no_ready_alert_resolved')}, {replicas} targets up again in "
+        f"{took(resolved, 'targets_back')}"
     )
     result.summary = f"{summary}; {_scale(ctx, prom, result)}"
 
@@ -395,8 +253,8 @@ def _scale(ctx: Context, prom: Prometheus, result: DrillResult) -> str:
     result.expect("targets_back" in gone, f"api targets did not go back to {start}")
     lag_text = "never" if lag is None else f"{lag:+.1f} s"
     return (
-        f"--scale api={target}: all {target} replicas healthy {_fmt(seen, 'healthy')} after "
-        f"the command, {target} api targets up in Prometheus {_fmt(seen, 'targets_up')} after "
+        f"--scale api={target}: all {target} replicas healthy {took(seen, 'healthy')} after "
+        f"the command, {target} api targets up in Prometheus {took(seen, 'targets_up')} after "
         f"it ({lag_text} from healthy; target {SCRAPE_S} s scrape interval + 15 s, DNS refresh "
-        f"5 s); back to {start} targets {_fmt(gone, 'targets_back')} after scaling down"
+        f"5 s); back to {start} targets {took(gone, 'targets_back')} after scaling down"
     )

@@ -42,7 +42,8 @@ STEP_SECONDS = 3.0
 OVERLOAD_FACTOR = 16
 OVERLOAD_SECONDS = 30.0
 MAX_CLIENTS = 512  # one host process of threads
-#: The issue's bounds: admitted p99 within 3x the p99 at capacity, goodput >= 80 % of capacity.
+#: Under overload the admitted requests keep their p99 within 3x the p99 at capacity, and the
+#: goodput stays at 80 % of capacity or more.
 P99_RATIO_MAX = 3.0
 GOODPUT_MIN = 0.8
 

@@ -27,66 +27,29 @@ from typing import Any
 import pytest
 
 from drills.client import Outcome, request_once
-from drills.common import Context, DrillResult, LoadRun, db_ages, user_script, wait_for
-from drills.stack import DrillError, NetworkLoad, Stack, log
+from drills.common import Context, DrillResult, LoadRun, db_ages, wait_for
+from drills.pitr import (
+    SERVICES,
+    WRITERS,
+    archive_timeout,
+    health,
+    kill_database,
+    metrics,
+    remove_data,
+    restore,
+    writers,
+)
+from drills.stack import Stack, log
 
 TITLE_LOST = "Volume lost under load: restore.sh --latest from the WAL archive (RPO)"
 TITLE_UNDO = "Undo a mistake: DELETE FROM hero under load, restore.sh --to T"
 TITLE_BROKEN = "Archiving broken: repository unwritable, health turns bad, writes go on"
-WRITERS = 8
-SERVICES = ("db", "pgbackrest", "api")
-METRICS = (
-    "import urllib.request as r; "
-    "print(r.urlopen('http://pgbackrest:9854/metrics', timeout=20).read().decode())"
-)
-
-
-def metrics(stack: Stack) -> dict[str, float]:
-    """The exporter's gauges, fetched by an api container over the compose network."""
-    text = stack.exec_python("api", METRICS, timeout=40)
-    return {
-        name: float(value)
-        for name, _, value in (line.partition(" ") for line in text.splitlines())
-        if name and not name.startswith("#") and "{" not in name
-    }
-
-
-def health(stack: Stack) -> str:
-    return str(stack.inspect(stack.container("pgbackrest"))["State"]["Health"]["Status"])
-
-
-def archive_timeout(stack: Stack) -> int:
-    value = stack.psql("SELECT setting FROM pg_settings WHERE name = 'archive_timeout'")[0]
-    return int(value)  # seconds (the setting's unit is s)
-
-
-def writers(ctx: Context, prefix: str, seconds: float) -> NetworkLoad:
-    """8 clients POSTing heroes named <prefix>-<client>-<seq> through the proxy."""
-    load = ctx.stack.start_load(
-        prefix, ctx.refresh_url(), clients=WRITERS, max_seconds=seconds, ops=("POST",)
-    )
-    load.wait_started()
-    return load
 
 
 def rows(stack: Stack) -> dict[int, str]:
     """Every hero row as PostgreSQL's own JSON text."""
     out = stack.psql("SELECT id, row_to_json(h)::text FROM hero h ORDER BY id")
     return {int(i): text for i, _, text in (line.partition("|") for line in out)}
-
-
-def restore(stack: Stack, *args: str) -> tuple[float, str]:
-    t0 = time.monotonic()
-    proc = user_script(stack, "restore.sh", *args, timeout=600)
-    seconds = time.monotonic() - t0
-    if proc.returncode != 0:
-        raise DrillError(
-            f"restore.sh {' '.join(args)} exited {proc.returncode}: "
-            f"{(proc.stdout + proc.stderr).strip()[-1500:]}"
-        )
-    done = [ln for ln in proc.stdout.splitlines() if ln.startswith("restore.sh: done")]
-    print(done[-1] if done else proc.stdout.strip()[-300:], flush=True)
-    return seconds, done[-1] if done else ""
 
 
 def after_restore(ctx: Context, result: DrillResult, prefix: str) -> dict[str, Any]:
@@ -104,26 +67,6 @@ def after_restore(ctx: Context, result: DrillResult, prefix: str) -> dict[str, A
     health_ok = wait_for(lambda: health(ctx.stack) == "healthy", timeout=120)
     result.expect(health_ok is not None, "the pgbackrest service is not healthy after the restore")
     return {"next_id": new_id, "max_restored_id": top}
-
-
-def kill_database(stack: Stack) -> tuple[float, str]:
-    """The loss: the server dies (SIGKILL, no shutdown checkpoint, no last archive) and its
-    container is removed. When it happened, and the data volume's name."""
-    db = stack.container("db")
-    volume = next(
-        m["Name"] for m in stack.inspect(db)["Mounts"]
-        if m["Destination"] == "/var/lib/postgresql/data"
-    )  # fmt: skip
-    lost_at = time.time()
-    stack.docker("rm", "-f", db)
-    time.sleep(1.0)
-    return lost_at, volume
-
-
-def remove_data(stack: Stack, volume: str) -> None:
-    """The data volume removed (the pgbackrest service mounts it too: removed first)."""
-    stack.compose("rm", "-s", "-f", "pgbackrest")
-    stack.docker("volume", "rm", volume)
 
 
 @pytest.mark.drill(20, TITLE_LOST, stage="replaces-data", services=SERVICES)

@@ -31,6 +31,7 @@ from drills.common import (
 from drills.stack import Stack, log
 
 TITLE = "Replica killed (docker kill -s KILL) under load, through the proxy"
+#: The killed replica is back in the proxy's rotation within 15 s of the kill.
 BACK_TARGET_S = 15.0
 
 HELD = ESTABLISHED_8000 + "print(established_8000())\n"

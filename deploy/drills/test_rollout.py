@@ -46,7 +46,8 @@ TITLE_BROKEN = "Rollout to an image that never gets healthy (rollout.sh)"
 TITLE_CRASHING = "Rollout to an image whose server exits at start (rollout.sh)"
 #: Drill 9's wait for the broken replicas (ROLLOUT_TIMEOUT): they never get healthy anyway.
 BROKEN_TIMEOUT_S = 20
-#: Drill 19: from the first exit of a new replica to the script's end, at most.
+#: Drill 19: rollout.sh gives up within 20 s of a new replica's first exit, not at its health
+#: deadline.
 CRASH_GIVE_UP_S = 20
 TITLE_BOOT_CRASHES = "Rollout to images whose workers die at boot: exit 7, os._exit(9), SIGSEGV"
 #: Drill 29: what each image appends to heroes/main.py, and how gunicorn reports that worker end.

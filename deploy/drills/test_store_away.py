@@ -19,12 +19,12 @@ import pytest
 
 from drills.client import Outcome
 from drills.common import Context, DrillResult, LoadRun, db_ages, wait_for
+from drills.offsite import standin_stack
+from drills.pitr import metrics, writers
 from drills.stack import DrillError, Stack, log
-from drills.test_offsite import standin_stack
-from drills.test_pitr import metrics, writers
 
 TITLE = "The object store away for 5 minutes under writes: alert, writes go on, no gap after"
-AWAY_S = 300
+AWAY_S = 300  # how long the store is away
 
 
 def gauges_now(stack: Stack) -> dict[str, float]:
@@ -117,8 +117,8 @@ def _drill(result: DrillResult, ctx: Context, stack: Stack) -> None:
     acked = run.acked
     failed = [r for r in run.requests if r.outcome is not Outcome.OK]
     # Reported, not required: HeroesWalArchiveStalled can only hold its 2 minutes in the last
-    # minute of the 5-minute outage, and one sample without the gauges (a scrape that timed out
-    # on the frozen store) starts the hold again: it held in 2 of 3 runs (docs/backups.md).
+    # minute of the 5-minute outage, and one scrape that times out on the frozen store starts the
+    # hold again (figures: docs/backups.md, drill 40).
     if firing_at is None:
         log("drill 40: neither backup alert's expression held while the store was away")
     result.expect(not failed, f"{len(failed)} writes failed while the store was away")

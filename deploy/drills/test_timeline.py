@@ -20,8 +20,7 @@ import pytest
 
 from drills.client import Outcome
 from drills.common import Context, DrillResult, LoadRun, db_ages
-from drills.stack import log
-from drills.test_pitr import (
+from drills.pitr import (
     SERVICES,
     archive_timeout,
     kill_database,
@@ -29,6 +28,7 @@ from drills.test_pitr import (
     restore,
     writers,
 )
+from drills.stack import log
 
 TITLE = "Restore to T, then to latest: a full backup of the old timeline in between"
 

@@ -1,4 +1,4 @@
-"""Drills 32, 33 and 35: the faults the monitoring used to miss (docs/observability.md).
+"""Drills 32-35: faults only the watchers of the monitoring see (docs/observability.md).
 
 - 32: the proxy killed under load (``docker compose kill``: a manual stop, Docker does not restart
   it): its own exporter dies with it, so only the outside-in probe sees it. HeroesServiceUnreachable
@@ -13,7 +13,7 @@
 - 35: a replica's container removed (not stopped): it leaves Docker's DNS, HAProxy puts its slot
   in MAINT (not DOWN) and Prometheus drops its target; HeroesReplicaGone fires for the slot.
 
-Same profile and short scrape interval (5 s) as drills 23-25 (drills.test_monitoring).
+Same profile and short scrape interval (5 s) as drills 23-25 (drills.monitoring_stack).
 """
 
 from __future__ import annotations
@@ -26,22 +26,22 @@ from typing import Any
 import pytest
 
 from drills.common import Context, DrillResult
-from drills.stack import log
-from drills.test_monitoring import (
+from drills.monitoring_stack import (
     FIRE_TARGET_S,
     RESOLVE_TARGET_S,
     Watch,
-    _expect_within,
-    _fmt,
+    expect_within,
     monitoring,
+    took,
 )
+from drills.stack import log
 
 TITLE_PROXY = "Proxy killed under load: the outside-in probe pages within 2 minutes and resolves"
 TITLE_HEARTBEAT = "Prometheus stopped: the heartbeat stand-in sees the heartbeat stop"
 TITLE_RECEIVER = "Pager unreachable: the notification-failure alert reaches the ticket route"
 TITLE_GONE = "A replica's container removed (slot MAINT, target gone): replica-gone alert fires"
 
-#: The issue's bound for a page when the service cannot be reached at all.
+#: A page within 2 minutes when the service cannot be reached at all.
 UNREACHABLE_TARGET_S = 120.0
 #: alert-log's HEARTBEAT_TIMEOUT (docker-compose.yml): Alertmanager's 1-minute repeat plus one.
 HEARTBEAT_TIMEOUT_S = 120.0
@@ -98,18 +98,18 @@ def test_proxy_killed_pages_from_outside(ctx: Context, result: DrillResult) -> N
         },
         timeout=RESOLVE_TARGET_S + 60,
     )
-    _expect_within(result, fired, "unreachable_firing", UNREACHABLE_TARGET_S)
-    _expect_within(result, fired, "unreachable_paged", UNREACHABLE_TARGET_S)
-    _expect_within(result, resolved, "unreachable_resolved", RESOLVE_TARGET_S)
-    _expect_within(result, resolved, "unreachable_resolved_hook", RESOLVE_TARGET_S)
+    expect_within(result, fired, "unreachable_firing", UNREACHABLE_TARGET_S)
+    expect_within(result, fired, "unreachable_paged", UNREACHABLE_TARGET_S)
+    expect_within(result, resolved, "unreachable_resolved", RESOLVE_TARGET_S)
+    expect_within(result, resolved, "unreachable_resolved_hook", RESOLVE_TARGET_S)
     paths = sorted({str(e.get("path")) for e in pages})
     result.expect(paths == ["/page"], f"{name} reached {paths}, not the pager alone")
     result.summary = (
-        f"`kill proxy` under load: {name} firing in {_fmt(fired, 'unreachable_firing')}, at the "
-        f"pager ({paths}) in {_fmt(fired, 'unreachable_paged')} (target "
+        f"`kill proxy` under load: {name} firing in {took(fired, 'unreachable_firing')}, at the "
+        f"pager ({paths}) in {took(fired, 'unreachable_paged')} (target "
         f"{UNREACHABLE_TARGET_S:.0f} s); after `start proxy` resolved in "
-        f"{_fmt(resolved, 'unreachable_resolved')} (receiver "
-        f"{_fmt(resolved, 'unreachable_resolved_hook')})"
+        f"{took(resolved, 'unreachable_resolved')} (receiver "
+        f"{took(resolved, 'unreachable_resolved_hook')})"
     )
 
 
@@ -202,12 +202,12 @@ def test_pager_unreachable_reaches_the_ticket_route(ctx: Context, result: DrillR
         stack.compose("up", "-d", "--wait", "--force-recreate", "alertmanager", timeout=200)
     stack.wait_ready(ctx.refresh_url(), timeout=90)
     # rate over 5 m of the failures, then `for: 2m`, then a group: minutes by design.
-    _expect_within(result, seen, "failing_firing", 300.0)
-    _expect_within(result, seen, "failing_ticket", 330.0)
+    expect_within(result, seen, "failing_firing", 300.0)
+    expect_within(result, seen, "failing_ticket", 330.0)
     result.expect(not pages, f"the unreachable pager received {len(pages)} notifications")
     result.summary = (
-        f"pager unreachable, proxy killed: {name} firing {_fmt(seen, 'failing_firing')} after "
-        f"the kill, at the ticket receiver {_fmt(seen, 'failing_ticket')} after it; "
+        f"pager unreachable, proxy killed: {name} firing {took(seen, 'failing_firing')} after "
+        f"the kill, at the ticket receiver {took(seen, 'failing_ticket')} after it; "
         f"{len(pages)} reached the dead pager"
     )
 
@@ -240,11 +240,11 @@ def test_replica_container_removed(ctx: Context, result: DrillResult) -> None:
         "up", "-d", "--no-deps", "--no-recreate", "--scale", f"api={replicas}", "api", timeout=240
     )
     stack.wait_ready(ctx.api_url, timeout=90)
-    _expect_within(result, seen, "gone_firing", FIRE_TARGET_S)
-    _expect_within(result, seen, "gone_ticket", FIRE_TARGET_S)
+    expect_within(result, seen, "gone_firing", FIRE_TARGET_S)
+    expect_within(result, seen, "gone_ticket", FIRE_TARGET_S)
     result.figures.update(other_replica_alerts=quiet)
     result.summary = (
-        f"`docker rm -f` of a replica: {name} firing in {_fmt(seen, 'gone_firing')} (ticket "
-        f"{_fmt(seen, 'gone_ticket')}; target {FIRE_TARGET_S:.0f} s); the per-replica alerts "
+        f"`docker rm -f` of a replica: {name} firing in {took(seen, 'gone_firing')} (ticket "
+        f"{took(seen, 'gone_ticket')}; target {FIRE_TARGET_S:.0f} s); the per-replica alerts "
         f"meanwhile: {quiet}"
     )

@@ -156,8 +156,8 @@ def size_bytes(text: str) -> int | None:
 
 class Agent:
     def __init__(self) -> None:
-        # Full weekly, differential daily: a daily full rewrote the whole database every day for
-        # no gain in what can be restored (the WAL archive covers every point either way).
+        # Full weekly, differential daily: a daily full would rewrite the whole database every
+        # day for no gain in what can be restored (the WAL archive covers every point either way).
         self.interval = env_int("HEROES_PITR_FULL_INTERVAL", 7 * 86400)
         self.diff_interval = env_int("HEROES_PITR_DIFF_INTERVAL", 86400)
         self.max_age = env_int("HEROES_PITR_FULL_MAX_AGE", 2 * self.interval + 3600)
@@ -320,10 +320,9 @@ class Agent:
 
     def nudge(self) -> None:
         """After the server starts (a restart, the promotion that ends a restore), wake its
-        checkpointer once with a CHECKPOINT. Measured here: a checkpointer that went to sleep
-        while recovery was still in progress sleeps checkpoint_timeout (5 min) before it first
-        honours archive_timeout, so the first minutes after a restart could go unarchived for
-        5 min instead of 60 s. Right after a start the checkpoint has next to nothing to write."""
+        checkpointer once with a CHECKPOINT: one that went to sleep during recovery honours
+        archive_timeout only after checkpoint_timeout (docs/backups.md). Right after a start the
+        checkpoint has next to nothing to write."""
         row = sql("SELECT extract(epoch FROM pg_postmaster_start_time()), pg_is_in_recovery()")
         if row is None or len(row) != 2 or row[1] != "f" or row[0] == self.server_start:
             return

@@ -2,8 +2,8 @@
 
 Statements are SQLAlchemy Core expressions over the SQLModel tables, compiled to the driver's SQL
 once per statement object and run on the driver itself (psycopg 3 through psycopg_pool, or
-aiosqlite for the embedded default), without the ORM, whose per-request cost here was ten times
-that of the query (docs/architecture.md). Rows come back by column name.
+aiosqlite for the embedded default), without the ORM, whose per-request cost dwarfed the query's
+(docs/architecture.md). Rows come back by column name.
 
 A single statement runs in autocommit: one round trip, atomic on its own. Work of several
 statements goes in ``async with session.transaction():``, on one connection, committed when the

@@ -95,9 +95,9 @@ def _quiet(scope: MutableMapping[str, Any]) -> bool:
 
 
 #: ``FastAPI(telemetry=...)``: one span per request, none per dependency, endpoint call or
-#: serialization (each costs ~0.1 ms of CPU with the SDK on; the statement spans say where the
-#: time goes); metrics are Prometheus's, logs are ours. Nothing at all while no tracer provider
-#: is set (tracing off).
+#: serialization (they would double tracing's cost, docs/observability.md; the statement spans
+#: say where the time goes); metrics are Prometheus's, logs are ours. Nothing at all while no
+#: tracer provider is set (tracing off).
 TELEMETRY: TelemetryConfig = {
     "metrics": False,
     "logs": False,
