@@ -17,15 +17,15 @@ import pytest
 
 from drills.common import Context, DrillResult, wait_for
 from drills.loop_disk import LoopDisk
-from drills.stack import DrillError, log
-from drills.test_monitoring import (
+from drills.monitoring_stack import (
     RESOLVE_TARGET_S,
     Prometheus,
     Watch,
-    _expect_within,
-    _fmt,
+    expect_within,
     monitoring,
+    took,
 )
+from drills.stack import DrillError, log
 
 TITLE = "A volume filling up: the disk alert pages before it is full, and resolves"
 ALERT = "HeroesVolumeFillingUp"
@@ -76,9 +76,9 @@ def _filling(ctx: Context, disk: LoopDisk, result: DrillResult) -> dict[str, flo
     disk.free()
     t_free = time.time()
     resolved = Watch(stack, prom, t_free).until({"resolved": lambda: watch.gone(ALERT)})
-    _expect_within(result, seen, "firing", FIRE_TARGET_S)
-    _expect_within(result, seen, "at_pager", FIRE_TARGET_S + 30)
-    _expect_within(result, resolved, "resolved", RESOLVE_TARGET_S)
+    expect_within(result, seen, "firing", FIRE_TARGET_S)
+    expect_within(result, seen, "at_pager", FIRE_TARGET_S + 30)
+    expect_within(result, resolved, "resolved", RESOLVE_TARGET_S)
     seen["resolved_after_free"] = resolved.get("resolved", -1.0)
     return seen
 
@@ -105,8 +105,8 @@ def test_volume_filling(ctx: Context, result: DrillResult) -> None:
     free_mb, full_in = result.figures["free_at_firing_mb"], result.figures["full_in_s_at_firing"]
     result.summary = (
         f"{DISK_MB} MB volume from {PREFILL:.0%} full at {RATE_BPS // 1024} KiB/s: {ALERT} pending "
-        f"after {_fmt(seen, 'pending')}, firing after {_fmt(seen, 'firing')} with "
+        f"after {took(seen, 'pending')}, firing after {took(seen, 'firing')} with "
         f"{free_mb} MB free (full {full_in} s later at that rate), at the pager after "
-        f"{_fmt(seen, 'at_pager')}; resolved "
-        f"{_fmt(seen, 'resolved_after_free')} after the space was freed"
+        f"{took(seen, 'at_pager')}; resolved "
+        f"{took(seen, 'resolved_after_free')} after the space was freed"
     )
