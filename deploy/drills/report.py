@@ -60,6 +60,10 @@ def main(argv: list[str] | None = None) -> int:
         args.into.write_text(pattern.sub(lambda _: f"{START}\n{table}{END}", doc))
     else:
         print(table, end="")
+        # Last, so that a log's tail (all a CI summary may keep) names what failed and why.
+        for d in json.loads(args.report.read_text())["drills"]:
+            if not d["passed"]:
+                print(f"FAILED drill {d['number']}: " + "; ".join(d["failures"]))
     return 0
 
 

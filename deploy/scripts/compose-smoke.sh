@@ -114,10 +114,15 @@ urllib.request.urlopen(req, timeout=10).read()
 PY
 logged proxy "$rid-list" || fail "request id not in the proxy's log"
 logged api "$rid-list" || fail "request id not in the api's log"
+# The proxy stamps X-Request-Start; the api's access line (and latency histogram) counts from it.
+queued=$("${compose[@]}" logs --no-color api | grep "\"request_id\":\"$rid-list\"" |
+  sed -n 's/.*"queued_ms":\([0-9.]*\).*/\1/p' | head -1)
+[ -n "$queued" ] && [ "$queued" != 0 ] && [ "$queued" != 0.0 ] ||
+  fail "the api saw no queue time for a proxied request (queued_ms=${queued:-missing})"
 for id in "${api_ids[@]}"; do
   docker logs "$id" 2>&1 | grep '"logger":"heroes.access"' >/dev/null || fail "replica ${id:0:12} served nothing"
 done
-echo "ok   the same request id in the proxy's and the api's JSON log lines; both replicas served"
+echo "ok   the same request id in the proxy's and the api's JSON log lines (queued $queued ms before the api); both replicas served"
 
 step "hardening (docker inspect / exec)"
 proxy_id=$("${compose[@]}" ps -q proxy)
