@@ -67,6 +67,31 @@ def _depth_zero(expr: str, start: int) -> bool:
     return depth == 0
 
 
+# Functions that keep every label of their argument (bar the metric name).
+LABEL_KEEPING = {
+    "rate", "irate", "increase", "delta", "idelta", "deriv", "predict_linear", "changes",
+    "resets", "avg_over_time", "min_over_time", "max_over_time", "sum_over_time",
+    "last_over_time", "abs", "ceil", "floor", "round", "clamp", "clamp_min", "clamp_max", "time",
+}  # fmt: skip
+# Words that aggregate, or match on fewer labels than all, or take series from one side only.
+NOT_ONE_TO_ONE = {"by", "without", "on", "ignoring", "group_left", "group_right", "or", "unless"}
+
+
+def _repeated_one_to_one(expr: str, matcher: str) -> bool:
+    """Whether dropping `matcher` from one selector is equivalent: the expression joins its
+    selectors one-to-one on all their labels (no aggregation, no on/ignoring, no or/unless,
+    only label-keeping functions) and another selector has the same matcher. A result series
+    then needs its exact label set in every selector, so the other selector's copy of the
+    matcher already leaves out whatever this one would have (rate(a{f}) / rate(b{f}))."""
+    bare = STRING.sub('""', expr)
+    words = set(re.findall(r"[a-zA-Z_]\w*", bare))
+    calls = set(re.findall(r"([a-zA-Z_]\w*)\s*\(", bare))
+    if words & NOT_ONE_TO_ONE or not calls <= LABEL_KEEPING:
+        return False
+    norm = re.sub(r"\s+", "", matcher)
+    return sum(re.sub(r"\s+", "", m.group(0).strip(", ")) == norm for m in MATCHER.finditer(expr)) > 1
+
+
 def expr_mutations(expr: str) -> Iterator[tuple[str, str]]:
     """(description, mutated expression) for one PromQL expression."""
     for m in NUMBER.finditer(expr):
@@ -94,6 +119,8 @@ def expr_mutations(expr: str) -> Iterator[tuple[str, str]]:
     for m in MATCHER.finditer(expr):
         if m.group(2) in {"le"} and m.group(3) == "=":
             continue  # the bucket of a histogram: dropping it is not a plausible edit
+        if _repeated_one_to_one(expr, m.group(0).strip(", ")):
+            continue
         cut = m.group(0)
         new = expr[: m.start()] + expr[m.end() :]
         if not m.group(1):  # the first matcher: drop the comma after it instead
@@ -122,7 +149,14 @@ def _duration(value: str) -> int:
 
 
 def rule_mutations(rule: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
+    # An alert that keeps itself firing (`or ALERTS{alertname=<itself>}`) reads its range windows
+    # only when it starts, at most a lookback (5m) after the series it watches went: any window
+    # longer than that starts it alike. Only a gap in rule evaluation (Prometheus down) shows the
+    # window, and promtool evaluates from the first sample on: no test can tell, so no mutant.
+    latched = f'alertname="{rule.get("alert")}"' in str(rule["expr"])
     for what, expr in expr_mutations(str(rule["expr"])):
+        if latched and what.startswith("["):
+            continue
         yield what, {**rule, "expr": expr}
     if "for" in rule:
         seconds = _duration(str(rule["for"]))
