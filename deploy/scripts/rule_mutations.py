@@ -41,6 +41,20 @@ STRING = re.compile(r"\"(?:[^\"\\]|\\.)*\"")
 # libyaml when present: the test files hold long series (fast tests, slow pure-Python parsing).
 LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+
+
+class TestLoader(LOADER):  # type: ignore[misc,valid-type]
+    """YAML 1.1 reads a series `values: 0x40` (0, 40 times) as the hex number 64: in the test
+    files only decimal numbers are numbers, the rest stay text (quoted when dumped again)."""
+
+
+TestLoader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:int"]
+    for first, resolvers in LOADER.yaml_implicit_resolvers.items()
+}
+TestLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:int", re.compile(r"^[-+]?(?:0|[1-9][0-9]*)$"), list("-+0123456789")
+)
 SET_OP = re.compile(r"\b(and|or|unless)\b(\s+(?:on|ignoring)\s*\([^)]*\))?")
 
 
@@ -170,7 +184,7 @@ def rule_mutations(rule: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]
 
 
 def mutants(path: Path) -> Iterator[Mutant]:
-    doc = yaml.safe_load(path.read_text())
+    doc = yaml.load(path.read_text(), Loader=LOADER)  # noqa: S506 (a safe loader)
     for g, group in enumerate(doc["groups"]):
         for r, rule in enumerate(group["rules"]):
             name = rule.get("alert") or rule.get("record")
@@ -178,9 +192,10 @@ def mutants(path: Path) -> Iterator[Mutant]:
             if "record" in rule and labels:
                 name += "{" + ",".join(f"{k}={v}" for k, v in labels.items()) + "}"
             for what, new in rule_mutations(rule):
-                copy = yaml.safe_load(path.read_text())
+                copy = {**doc, "groups": [{**gr, "rules": list(gr["rules"])} for gr in doc["groups"]]}
                 copy["groups"][g]["rules"][r] = new
-                yield Mutant(path.name, str(name), what, yaml.safe_dump(copy, sort_keys=False))
+                text = yaml.dump(copy, Dumper=DUMPER, sort_keys=False)
+                yield Mutant(path.name, str(name), what, text)
 
 
 NAME = re.compile(r"[a-zA-Z_:][\w:]*")
@@ -218,28 +233,45 @@ def asserted(group: dict[str, Any]) -> set[str]:
 
 def load_tests() -> dict[str, dict[str, Any]]:
     return {
-        t.name: yaml.load(t.read_text(), Loader=LOADER)  # noqa: S506 (a safe loader)
+        t.name: yaml.load(t.read_text(), Loader=TestLoader)  # noqa: S506 (a safe loader)
         for t in sorted((PROM / "tests").glob("*.test.yml"))
     }
 
 
+def cost(doc: dict[str, Any], group: dict[str, Any]) -> int:
+    """Evaluations promtool runs for a test group: every step up to its last eval_time."""
+    cases = group.get("alert_rule_test", []) + group.get("promql_expr_test", [])
+    last = max((_duration(str(c.get("eval_time", "0s"))) for c in cases), default=0)
+    return last // max(_duration(str(doc.get("evaluation_interval", "1m"))), 1)
+
+
+def groups(tests: dict[str, dict[str, Any]]) -> dict[str, tuple[str, dict[str, Any]]]:
+    """Every test group as a test file of its own: name -> (test file it comes from, document)."""
+    return {
+        f"{Path(name).name.removesuffix('.test.yml')}-{i:02d}.test.yml": (name, {**doc, "tests": [g]})
+        for name, doc in tests.items()
+        for i, g in enumerate(doc["tests"])
+    }
+
+
 def test_plan(
-    mutant: Mutant, names: set[str], tests: dict[str, dict[str, Any]]
-) -> dict[str, dict[str, Any]]:
-    """The test files (name -> document) to run a mutant against, in order: of the files that
-    load its rules file, first the test groups that assert on the mutated rule itself, then those
-    that assert on a rule reading it (the first failing file ends the run: most die at once)."""
-    direct, indirect = {}, {}
-    for name, doc in tests.items():
+    mutant: Mutant, names: set[str], split: dict[str, tuple[str, dict[str, Any]]]
+) -> list[str]:
+    """The test groups (one file each) to run a mutant against, in order: of the files that load
+    its rules file, first the groups that assert on the mutated rule itself, then those that
+    assert on a rule reading it, the cheapest first in each. The first failing group ends the
+    run: most mutants die at the first, and promtool evaluates a whole file before it answers."""
+    own: list[tuple[int, str]] = []
+    others: list[tuple[int, str]] = []
+    for name, (_, doc) in split.items():
         if not any(Path(f).name == mutant.file for f in doc.get("rule_files", [])):
             continue
-        own = [g for g in doc["tests"] if mutant.rule.split("{")[0] in asserted(g)]
-        others = [g for g in doc["tests"] if g not in own and asserted(g) & names]
-        if own:
-            direct[f"direct-{name}"] = {**doc, "tests": own}
-        if others:
-            indirect[name] = {**doc, "tests": others}
-    return {**direct, **indirect}
+        seen = asserted(doc["tests"][0])
+        if mutant.rule.split("{")[0] in seen:
+            own.append((cost(doc, doc["tests"][0]), name))
+        elif seen & names:
+            others.append((cost(doc, doc["tests"][0]), name))
+    return [name for _, name in sorted(own) + sorted(others)]
 
 
 def run(image: str, jobs: int, only: list[str] | None) -> int:
@@ -250,11 +282,16 @@ def run(image: str, jobs: int, only: list[str] | None) -> int:
     reads = rule_names(sorted((PROM / "rules").glob("*.yml")))
     work = Path(tempfile.mkdtemp(prefix="heroes-mutants-"))
     try:
-        # m0: the shipped rules and every test (must pass); m<i>: one mutant each, with the tests
-        # that can see it. Same layout as deploy/prometheus (tests load ../rules/<file>).
+        # groups/: every test group once; m0: the shipped rules and the test files of the checked
+        # rules files (must pass); m<i>: one mutant each, its rules/ and tests/ linking the
+        # groups it runs, in order (tests load ../rules/<file>, as in deploy/prometheus).
         tests = load_tests()
-        plans = [test_plan(m, affected(m.rule.split("{")[0], reads), tests) for m in all_mutants]
-        # m0: the test files of the checked rules files, on the shipped rules (must pass).
+        split = groups(tests)
+        plans = [test_plan(m, affected(m.rule.split("{")[0], reads), split) for m in all_mutants]
+        (work / "groups").mkdir()
+        for name, (_, doc) in split.items():
+            text = yaml.dump(doc, Dumper=DUMPER, sort_keys=False)
+            (work / "groups" / name).write_text(text)
         names = {f.name for f in files}
         shipped = [t for t, d in tests.items() if {Path(f).name for f in d["rule_files"]} & names]
         lines = ["m0 " + " ".join(f"tests/{t}" for t in shipped)]
@@ -266,9 +303,8 @@ def run(image: str, jobs: int, only: list[str] | None) -> int:
             shutil.copytree(PROM / "rules", work / f"m{i}" / "rules")
             (work / f"m{i}" / "rules" / mutant.file).write_text(mutant.text)
             (work / f"m{i}" / "tests").mkdir()
-            for name, doc in plan.items():
-                text = yaml.dump(doc, Dumper=DUMPER, sort_keys=False)
-                (work / f"m{i}" / "tests" / name).write_text(text)
+            for name in plan:
+                (work / f"m{i}" / "tests" / name).symlink_to(f"../../groups/{name}")
             lines.append(f"m{i} " + " ".join(f"tests/{name}" for name in plan))
         (work / "plan").write_text("\n".join(lines) + "\n")
         # One line of the plan per mutant: its directory and its test files (xargs: $0 and $@).
@@ -280,7 +316,8 @@ def run(image: str, jobs: int, only: list[str] | None) -> int:
         )
         # The container runs as this user but reads through a bind mount: world-readable copies.
         for p in [work, *work.rglob("*")]:
-            p.chmod(0o755 if p.is_dir() else 0o644)
+            if not p.is_symlink():
+                p.chmod(0o755 if p.is_dir() else 0o644)
         started = time.monotonic()
         name = f"heroes-mutants-{os.getpid()}"
         try:
