@@ -4,10 +4,12 @@ Every rule of every file in deploy/prometheus/rules/ is edited the ways a carele
 edit it, one edit per mutant: each number in its expression scaled (x0.75, x1.25; 0 -> 1), each
 range window halved and doubled, `>=`/`<=` made strict and `> 0` made `>= 0`, `==` made `!=`,
 each label matcher dropped, each operand of a top-level `and`/`or`/`unless` dropped, its `for`
-halved, doubled and removed, its severity changed. Each mutant runs the test files of
-deploy/prometheus/tests/ that load its rules file (`promtool test rules`, all mutants in one
-container, two at a time); a mutant the tests still pass is a miss. Exit status 1 when any
-mutant survives. Usage (deploy/scripts/prometheus-check.sh runs it):
+halved, doubled and removed, its severity changed; not the edits no test can tell from the rule
+(_repeated_one_to_one, rule_mutations). Each mutant runs the test groups of
+deploy/prometheus/tests/ that load its rules file and assert on it or on a rule reading it, one
+group per `promtool test rules`, until one fails (all mutants in one container, two at a time);
+a mutant the tests still pass is a miss. Exit status 1 when any mutant survives. Usage
+(deploy/scripts/prometheus-check.sh runs it):
 
     python deploy/scripts/rule_mutations.py [--image IMAGE] [--jobs N] [--only FILE.yml ...]
 """
@@ -103,7 +105,8 @@ def _repeated_one_to_one(expr: str, matcher: str) -> bool:
     if words & NOT_ONE_TO_ONE or not calls <= LABEL_KEEPING:
         return False
     norm = re.sub(r"\s+", "", matcher)
-    return sum(re.sub(r"\s+", "", m.group(0).strip(", ")) == norm for m in MATCHER.finditer(expr)) > 1
+    same = [re.sub(r"\s+", "", m.group(0).strip(", ")) == norm for m in MATCHER.finditer(expr)]
+    return sum(same) > 1
 
 
 def expr_mutations(expr: str) -> Iterator[tuple[str, str]]:
@@ -192,7 +195,10 @@ def mutants(path: Path) -> Iterator[Mutant]:
             if "record" in rule and labels:
                 name += "{" + ",".join(f"{k}={v}" for k, v in labels.items()) + "}"
             for what, new in rule_mutations(rule):
-                copy = {**doc, "groups": [{**gr, "rules": list(gr["rules"])} for gr in doc["groups"]]}
+                copy = {
+                    **doc,
+                    "groups": [{**gr, "rules": list(gr["rules"])} for gr in doc["groups"]],
+                }
                 copy["groups"][g]["rules"][r] = new
                 text = yaml.dump(copy, Dumper=DUMPER, sort_keys=False)
                 yield Mutant(path.name, str(name), what, text)
@@ -245,25 +251,23 @@ def cost(doc: dict[str, Any], group: dict[str, Any]) -> int:
     return last // max(_duration(str(doc.get("evaluation_interval", "1m"))), 1)
 
 
-def groups(tests: dict[str, dict[str, Any]]) -> dict[str, tuple[str, dict[str, Any]]]:
-    """Every test group as a test file of its own: name -> (test file it comes from, document)."""
+def groups(tests: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Every test group as a test file of its own (name -> document): <file>-<index>.test.yml."""
     return {
-        f"{Path(name).name.removesuffix('.test.yml')}-{i:02d}.test.yml": (name, {**doc, "tests": [g]})
+        f"{name.removesuffix('.test.yml')}-{i:02d}.test.yml": {**doc, "tests": [g]}
         for name, doc in tests.items()
         for i, g in enumerate(doc["tests"])
     }
 
 
-def test_plan(
-    mutant: Mutant, names: set[str], split: dict[str, tuple[str, dict[str, Any]]]
-) -> list[str]:
+def test_plan(mutant: Mutant, names: set[str], split: dict[str, dict[str, Any]]) -> list[str]:
     """The test groups (one file each) to run a mutant against, in order: of the files that load
     its rules file, first the groups that assert on the mutated rule itself, then those that
     assert on a rule reading it, the cheapest first in each. The first failing group ends the
     run: most mutants die at the first, and promtool evaluates a whole file before it answers."""
     own: list[tuple[int, str]] = []
     others: list[tuple[int, str]] = []
-    for name, (_, doc) in split.items():
+    for name, doc in split.items():
         if not any(Path(f).name == mutant.file for f in doc.get("rule_files", [])):
             continue
         seen = asserted(doc["tests"][0])
@@ -289,7 +293,7 @@ def run(image: str, jobs: int, only: list[str] | None) -> int:
         split = groups(tests)
         plans = [test_plan(m, affected(m.rule.split("{")[0], reads), split) for m in all_mutants]
         (work / "groups").mkdir()
-        for name, (_, doc) in split.items():
+        for name, doc in split.items():
             text = yaml.dump(doc, Dumper=DUMPER, sort_keys=False)
             (work / "groups" / name).write_text(text)
         names = {f.name for f in files}
