@@ -65,7 +65,7 @@ class Mutant:
     file: str
     rule: str
     what: str
-    text: str  # the whole rules file, mutated
+    doc: dict[str, Any]  # the whole rules file, mutated
 
 
 def _fmt(value: float) -> str:
@@ -200,8 +200,7 @@ def mutants(path: Path) -> Iterator[Mutant]:
                     "groups": [{**gr, "rules": list(gr["rules"])} for gr in doc["groups"]],
                 }
                 copy["groups"][g]["rules"][r] = new
-                text = yaml.dump(copy, Dumper=DUMPER, sort_keys=False)
-                yield Mutant(path.name, str(name), what, text)
+                yield Mutant(path.name, str(name), what, copy)
 
 
 NAME = re.compile(r"[a-zA-Z_:][\w:]*")
@@ -230,6 +229,28 @@ def affected(name: str, reads: dict[str, set[str]]) -> set[str]:
     return out
 
 
+def needed(names: set[str], reads: dict[str, set[str]]) -> set[str]:
+    """The rules these names read, directly or not: all a test asserting on them evaluates (all
+    rules for one that reads ALERTS: any alert's state is in it)."""
+    out, todo = set(names), list(names)
+    while todo:
+        current = reads.get(todo.pop(), set())
+        for other in reads.keys() if "ALERTS" in current else current & reads.keys():
+            if other not in out:
+                out.add(other)
+                todo.append(other)
+    return out
+
+
+def reduced(doc: dict[str, Any], keep: set[str]) -> str:
+    """A rules file with only the rules named in `keep` (every group stays: group_eval_order)."""
+    kept = [
+        {**g, "rules": [r for r in g["rules"] if (r.get("alert") or r.get("record")) in keep]}
+        for g in doc["groups"]
+    ]
+    return yaml.dump({**doc, "groups": kept}, Dumper=DUMPER, sort_keys=False)
+
+
 def asserted(group: dict[str, Any]) -> set[str]:
     names = {c["alertname"] for c in group.get("alert_rule_test", [])}
     for case in group.get("promql_expr_test", []):
@@ -252,12 +273,15 @@ def cost(doc: dict[str, Any], group: dict[str, Any]) -> int:
 
 
 def groups(tests: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Every test group as a test file of its own (name -> document): <file>-<index>.test.yml."""
-    return {
-        f"{name.removesuffix('.test.yml')}-{i:02d}.test.yml": {**doc, "tests": [g]}
-        for name, doc in tests.items()
-        for i, g in enumerate(doc["tests"])
-    }
+    """Every test group as a test file of its own (name -> document): <file>-<index>.test.yml,
+    loading its rules files from ../rules/<its name>/ (reduced to the rules it evaluates)."""
+    out = {}
+    for name, doc in tests.items():
+        for i, g in enumerate(doc["tests"]):
+            split = f"{name.removesuffix('.test.yml')}-{i:02d}.test.yml"
+            files = [f"../rules/{split}/{Path(f).name}" for f in doc.get("rule_files", [])]
+            out[split] = {**doc, "rule_files": files, "tests": [g]}
+    return out
 
 
 def test_plan(mutant: Mutant, names: set[str], split: dict[str, dict[str, Any]]) -> list[str]:
@@ -283,36 +307,47 @@ def run(image: str, jobs: int, only: list[str] | None) -> int:
     if only:
         files = [f for f in files if f.name in only]
     all_mutants = [m for f in files for m in mutants(f)]
-    reads = rule_names(sorted((PROM / "rules").glob("*.yml")))
+    every = sorted((PROM / "rules").glob("*.yml"))
+    reads = rule_names(every)
+    rules = {f.name: yaml.load(f.read_text(), Loader=LOADER) for f in every}  # noqa: S506
     work = Path(tempfile.mkdtemp(prefix="heroes-mutants-"))
     try:
-        # groups/: every test group once; m0: the shipped rules and the test files of the checked
-        # rules files (must pass); m<i>: one mutant each, its rules/ and tests/ linking the
-        # groups it runs, in order (tests load ../rules/<file>, as in deploy/prometheus).
-        tests = load_tests()
-        split = groups(tests)
+        # groups/: every test group once, as a test file; m<i>: one mutant each, tests/ linking
+        # the groups it runs, in order, and rules/<group>/<file> for each: its rules files with
+        # only the rules that group evaluates (promtool evaluates every rule loaded at every
+        # step: most groups need a few). m0: every group of the checked rules files on the
+        # shipped rules, reduced alike (must pass).
+        split = groups(load_tests())
+        keep = {name: needed(asserted(doc["tests"][0]), reads) for name, doc in split.items()}
         plans = [test_plan(m, affected(m.rule.split("{")[0], reads), split) for m in all_mutants]
         (work / "groups").mkdir()
         for name, doc in split.items():
             text = yaml.dump(doc, Dumper=DUMPER, sort_keys=False)
             (work / "groups" / name).write_text(text)
-        names = {f.name for f in files}
-        shipped = [t for t, d in tests.items() if {Path(f).name for f in d["rule_files"]} & names]
-        lines = ["m0 " + " ".join(f"tests/{t}" for t in shipped)]
-        shutil.copytree(PROM / "rules", work / "m0" / "rules")
-        shutil.copytree(PROM / "tests", work / "m0" / "tests")
-        for i, (mutant, plan) in enumerate(zip(all_mutants, plans, strict=True), start=1):
+        checked = {f.name for f in files}
+        shipped = [
+            name
+            for name, doc in split.items()
+            if {Path(f).name for f in doc["rule_files"]} & checked
+        ]
+        lines = []
+        for i, (mutant, plan) in enumerate(
+            [(None, shipped), *zip(all_mutants, plans, strict=True)]
+        ):
             if not plan:
                 continue
-            shutil.copytree(PROM / "rules", work / f"m{i}" / "rules")
-            (work / f"m{i}" / "rules" / mutant.file).write_text(mutant.text)
-            (work / f"m{i}" / "tests").mkdir()
+            (work / f"m{i}" / "tests").mkdir(parents=True)
             for name in plan:
                 (work / f"m{i}" / "tests" / name).symlink_to(f"../../groups/{name}")
+                (work / f"m{i}" / "rules" / name).mkdir(parents=True)
+                for f in split[name]["rule_files"]:
+                    file = Path(f).name
+                    doc = mutant.doc if mutant and mutant.file == file else rules[file]
+                    (work / f"m{i}" / "rules" / name / file).write_text(reduced(doc, keep[name]))
             lines.append(f"m{i} " + " ".join(f"tests/{name}" for name in plan))
         (work / "plan").write_text("\n".join(lines) + "\n")
         # One line of the plan per mutant: its directory and its test files (xargs: $0 and $@).
-        # m0 runs every file; a mutant stops at its first failing file.
+        # m0 runs every group; a mutant stops at its first failing group.
         script = (
             f'xargs -P {jobs} -L 1 sh -c \'cd "/m/$0" && for f in "$@"; do '
             'promtool test rules "$f" >/dev/null 2>&1 || { echo "$0 fail"; exit 0; }; done; '
