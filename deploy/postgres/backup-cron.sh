@@ -64,18 +64,22 @@ tick() {
     echo "$started" >"$state/started"
     log info "server start seen: checkpointer woken for archive_timeout"
   fi
+  # Any archive failure since the last tick and none now: archiving recovered, and WAL past the
+  # budget may have been dropped meanwhile, so a new full backup closes the gap. The failure
+  # count, not one sample: a tick a minute can miss a short failure.
+  row=$(sql "SELECT failed_count, coalesce(last_failed_time > coalesce(last_archived_time,
+    '-infinity'), false) FROM pg_stat_archiver" 2>/dev/null) || return 0
+  failed=${row%|*}
+  seen=$(cat "$state/failed" 2>/dev/null) || seen=$failed
   missing=$(uncovered)
   if [ -n "$missing" ]; then
-    backup full "no full backup of this timeline" $missing && rm -f "$state/failing"
+    backup full "no full backup of this timeline" $missing || return 0
+  elif [ "${row#*|}" = t ]; then
     return 0
+  elif [ "$failed" -gt "$seen" ]; then
+    backup full "archiving recovered" $(repos) || return 0
   fi
-  failing=$(sql "SELECT coalesce(last_failed_time > coalesce(last_archived_time, '-infinity'),
-    false) FROM pg_stat_archiver" 2>/dev/null) || failing=
-  if [ "$failing" = t ]; then touch "$state/failing"; fi
-  if [ "$failing" = f ] && [ -e "$state/failing" ]; then
-    # WAL past the budget may have been dropped meanwhile: a new full backup closes the gap.
-    backup full "archiving recovered" $(repos) && rm -f "$state/failing"
-  fi
+  echo "$failed" >"$state/failed"
 }
 
 health() {
