@@ -78,11 +78,11 @@ def _drill(result: DrillResult, ctx: Context, stack: Stack) -> None:
                 gauges = gauges_now(stack)
                 pending = max(pending, gauges.get("pending_bytes", 0.0))
                 # HeroesWalArchiveFailing's condition, or HeroesWalArchiveStalled's (nothing
-                # archived for 4 minutes while WAL waits) held for its 2 minutes: a store that
+                # archived for 2 minutes while WAL waits) held for its 2 minutes: a store that
                 # stops answering holds archive_command without a failure.
                 stalled = (
                     gauges.get("pending_segments", 0) > 2
-                    and time.time() - gauges.get("last_archived", 0) > 240
+                    and time.time() - gauges.get("last_archived", 0) > 120
                 )
                 if stalled and stalled_since is None:
                     stalled_since = time.monotonic()
