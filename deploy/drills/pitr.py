@@ -1,5 +1,6 @@
-"""The pgBackRest stack as the restore drills (20-22, 39-41) drive it: the exporter's gauges, 8
-writers through the proxy, the database lost, ``restore.sh`` run (docs/backups.md)."""
+"""The pgBackRest stack as the restore drills (20-22, 39-41) drive it: the backup exporter's
+metrics and the archiver's state, 8 writers through the proxy, the database lost, ``restore.sh``
+run (docs/backups.md)."""
 
 from __future__ import annotations
 
@@ -12,18 +13,39 @@ WRITERS = 8
 SERVICES = ("db", "pgbackrest", "api")
 METRICS = (
     "import urllib.request as r; "
-    "print(r.urlopen('http://pgbackrest:9854/metrics', timeout=20).read().decode())"
+    "print(r.urlopen('http://pgbackrest-exporter:9854/metrics', timeout=20).read().decode())"
+)
+WAL_SEGMENT = 16 * 1024 * 1024
+# What the WAL alerts read (pg_stat_archiver, as the postgres-exporter exports it) and the
+# segments waiting in pg_wal/archive_status, asked of the server itself: the drills run without
+# the monitoring profile.
+ARCHIVER = (
+    "SELECT extract(epoch FROM coalesce(last_archived_time, 'epoch')),"
+    " extract(epoch FROM coalesce(last_failed_time, 'epoch')),"
+    " (SELECT count(*) FROM pg_ls_archive_statusdir() WHERE name LIKE '%.ready')"
+    " FROM pg_stat_archiver"
 )
 
 
 def metrics(stack: Stack) -> dict[str, float]:
-    """The exporter's gauges, fetched by an api container over the compose network."""
+    """The backup exporter's series (name with labels -> value), fetched by an api container
+    over the compose network."""
     text = stack.exec_python("api", METRICS, timeout=40)
     return {
         name: float(value)
-        for name, _, value in (line.partition(" ") for line in text.splitlines())
-        if name and not name.startswith("#") and "{" not in name
+        for name, _, value in (line.rpartition(" ") for line in text.splitlines())
+        if name and not name.startswith("#")
     }
+
+
+def wal(stack: Stack) -> dict[str, float]:
+    """The archiver's state: last archived and failed (epoch s), failing (1 when the last
+    attempt failed), segments and bytes waiting."""
+    archived, failed, pending = (float(v) for v in stack.psql(ARCHIVER)[0].split("|"))
+    return {
+        "last_archived": archived, "last_failed": failed, "failing": float(failed > archived),
+        "pending_segments": pending, "pending_bytes": pending * WAL_SEGMENT,
+    }  # fmt: skip
 
 
 def health(stack: Stack) -> str:

@@ -2,8 +2,8 @@
 
 A stack with the S3 stand-in's settings serves 8 writers through the proxy; the stand-in's TLS
 front is frozen (``docker pause``: connections open and silent, like a store that stopped
-answering) for 5 minutes, then thawed. Pass: an archiving alert's expression holds on the
-exporter's metrics for its ``for`` while the store is away (HeroesWalArchiveFailing, or
+answering) for 5 minutes, then thawed. Pass: an archiving alert's condition holds on the
+server's archiver state for its ``for`` while the store is away (HeroesWalArchiveFailing, or
 HeroesWalArchiveStalled: deploy/prometheus/rules/backups.yml); every write is acknowledged and
 stored meanwhile; the WAL waiting in pg_wal stays within its budget; after the return archiving
 recovers and repo2's archive has no gap from its newest backup's first segment to its last.
@@ -20,7 +20,7 @@ import pytest
 from drills.client import Outcome
 from drills.common import Context, DrillResult, LoadRun, db_ages, wait_for
 from drills.offsite import standin_stack
-from drills.pitr import metrics, writers
+from drills.pitr import wal, writers
 from drills.stack import DrillError, Stack, log
 
 TITLE = "The object store away for 5 minutes under writes: alert, writes go on, no gap after"
@@ -28,10 +28,9 @@ AWAY_S = 300  # how long the store is away
 
 
 def gauges_now(stack: Stack) -> dict[str, float]:
-    """The exporter's gauges, or none while a scrape times out (its `pgbackrest info` waits on
-    the frozen store for up to a minute)."""
+    """The archiver's state (drills.pitr.wal), or none while the server does not answer."""
     try:
-        return metrics(stack)
+        return wal(stack)
     except (DrillError, subprocess.TimeoutExpired):
         return {}
 
@@ -40,8 +39,8 @@ def gap_free(stack: Stack) -> tuple[bool, str]:
     """repo2's archive from its newest backup's first segment on, without a missing segment."""
 
     def run(*args: str) -> str:
-        return stack.compose("exec", "-T", "pgbackrest", "heroes-pgbackrest-env", "pgbackrest",
-                             *args, timeout=180).stdout  # fmt: skip
+        return stack.compose("exec", "-T", "-u", "postgres", "pgbackrest", "heroes-pgbackrest-env",
+                             "pgbackrest", *args, timeout=180).stdout  # fmt: skip
 
     info = json.loads(run("info", "--repo=2", "--output=json"))[0]
     start = sorted(info["backup"], key=lambda b: b["timestamp"]["stop"])[-1]["archive"]["start"]
@@ -68,7 +67,7 @@ def _drill(result: DrillResult, ctx: Context, stack: Stack) -> None:
     stalled_since: float | None = None
     fired_by = ""
     pending = 0.0
-    budget = 0.0
+    budget = float(2**30)  # HEROES_PITR_WAL_BUDGET, the stack's default
     try:
         time.sleep(5)
         log(f"drill 40: the object store frozen for {AWAY_S}s")
@@ -77,22 +76,20 @@ def _drill(result: DrillResult, ctx: Context, stack: Stack) -> None:
         try:
             while time.monotonic() - t0 < AWAY_S:
                 gauges = gauges_now(stack)
-                pending = max(pending, gauges.get("heroes_wal_pending_bytes", 0.0))
-                budget = gauges.get("heroes_wal_pending_budget_bytes", budget)
-                # HeroesWalArchiveFailing's expression, or HeroesWalArchiveStalled's held for
-                # its 2 minutes (a store that stops answering holds archive_command without a
-                # failure): deploy/prometheus/rules/backups.yml.
+                pending = max(pending, gauges.get("pending_bytes", 0.0))
+                # HeroesWalArchiveFailing's condition, or HeroesWalArchiveStalled's (nothing
+                # archived for 2 minutes while WAL waits) held for its 2 minutes: a store that
+                # stops answering holds archive_command without a failure.
                 stalled = (
-                    gauges.get("heroes_wal_pending_segments", 0) > 2
-                    and time.time() - gauges.get("heroes_wal_last_archived_timestamp_seconds", 0)
-                    > 120
+                    gauges.get("pending_segments", 0) > 2
+                    and time.time() - gauges.get("last_archived", 0) > 120
                 )
                 if stalled and stalled_since is None:
                     stalled_since = time.monotonic()
                 elif not stalled:
                     stalled_since = None
                 held = stalled_since is not None and time.monotonic() - stalled_since >= 120
-                failing = gauges.get("heroes_wal_archive_failing") == 1
+                failing = gauges.get("failing") == 1
                 if firing_at is None and (failing or held):
                     firing_at = time.monotonic() - t0
                     fired_by = "HeroesWalArchiveFailing" if failing else "HeroesWalArchiveStalled"
@@ -102,7 +99,7 @@ def _drill(result: DrillResult, ctx: Context, stack: Stack) -> None:
         log("drill 40: the object store back")
         stack.psql("SELECT pg_switch_wal()")
         recovered = wait_for(
-            lambda: gauges_now(stack).get("heroes_wal_archive_failing") == 0,
+            lambda: gauges_now(stack).get("failing") == 0,
             timeout=240,
             interval=5,
         )
@@ -110,7 +107,7 @@ def _drill(result: DrillResult, ctx: Context, stack: Stack) -> None:
     finally:
         run = LoadRun(load.stop())
     stack.psql("SELECT pg_switch_wal()")
-    archived = wait_for(lambda: gauges_now(stack).get("heroes_wal_pending_segments") == 0,
+    archived = wait_for(lambda: gauges_now(stack).get("pending_segments") == 0,
                         timeout=180, interval=5)  # fmt: skip
     no_gap, span = gap_free(stack)
     stored = set(db_ages(stack, prefix))

@@ -48,8 +48,8 @@ def test_restore_to_then_latest(ctx: Context, result: DrillResult) -> None:
     finally:
         first = LoadRun(load.stop())
     log("drill 39: a full backup on the old timeline, after the mistake (the daily one's place)")
-    stack.compose("exec", "-T", "pgbackrest", "heroes-pgbackrest-env", "pgbackrest", "backup",
-                  "--type=full", timeout=300)  # fmt: skip
+    stack.compose("exec", "-T", "-u", "postgres", "pgbackrest", "heroes-pgbackrest-env",
+                  "pgbackrest", "backup", "--type=full", timeout=300)  # fmt: skip
     target = datetime.fromtimestamp(t, UTC).isoformat(timespec="microseconds")
     to_s, _ = restore(stack, "--force", "--to", target)
     restored_at = time.time()

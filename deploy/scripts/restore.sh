@@ -37,7 +37,7 @@
 #
 # Like backup.sh it honours COMPOSE_PROJECT_NAME / COMPOSE_FILE as `docker compose` does, runs
 # the database work in the stack's postgres image (deploy/k8s/base/backup/pg-backup.sh; for point
-# in time deploy/postgres/pgbackrest_agent.py) with the stack's db_password secret file, and puts
+# in time deploy/postgres/pgbackrest_restore.py) with the stack's db_password secret file, and puts
 # no password on any command line.
 set -euo pipefail
 
@@ -103,7 +103,7 @@ if [ -z "$file" ]; then
   grows=
   agent() {
     "${compose[@]}" run --rm --no-deps -T --user 999:999 -e "HEROES_PITR_TARGET_EPOCH=$target_epoch" \
-      -e "HEROES_PITR_ARCHIVE_GROWS=$grows" --entrypoint heroes-pgbackrest-env db pgbackrest-agent "$@"
+      -e "HEROES_PITR_ARCHIVE_GROWS=$grows" --entrypoint heroes-pgbackrest-env db heroes-pitr-restore "$@"
   }
   in_db=("${compose[@]}" exec -T -u postgres db heroes-pgbackrest-env)
   what=(${to:+--to "$to"} ${force:+"$force"})
@@ -111,7 +111,7 @@ if [ -z "$file" ]; then
   check_or_refuse() {
     local check reason
     if ! check=$(agent check-restore "${what[@]}" 2>&1 >/dev/null); then
-      reason=$(sed -n 's/^pgbackrest-agent: //p' <<<"$check" | tail -n1)
+      reason=$(sed -n 's/^heroes-pitr-restore: //p' <<<"$check" | tail -n1)
       refuse "${reason:-$(grep -v '^ *$' <<<"$check" | tail -n1)}"
     fi
   }
