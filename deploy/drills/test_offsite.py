@@ -19,7 +19,9 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -78,6 +80,26 @@ def test_host_gone(drill_context: Context, result: DrillResult) -> None:
         base.compose("unpause", check=False)
 
 
+def _wrong_passphrase(new: Stack) -> dict[str, Any]:
+    """restore.sh on the new host with another passphrase: one line on stderr, exit 1, nothing
+    left running (and the real restore after it finds the data volume as untouched as before)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        wrong = Path(tmp) / "cipher-pass"
+        wrong.write_text("not-the-passphrase\n")
+        wrong.chmod(0o644)  # the containers' user reads it through the bind mount
+        proc = user_script(
+            new, "restore.sh", "--latest", timeout=300, HEROES_BACKUP_CIPHER_PASS_FILE=str(wrong)
+        )
+    lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
+    running = new.compose("ps", "-q", check=False).stdout.split()
+    return {
+        "exit": proc.returncode,
+        "stderr_lines": len(lines),
+        "said": lines[-1][:300] if lines else "",
+        "changed": running,
+    }
+
+
 def _drill(result: DrillResult, old: Stack, new: Stack, prefix: str) -> None:
     load = keyed_writers(old, prefix, seconds=ARCHIVE_TIMEOUT * 3 + 60)
     try:
@@ -89,6 +111,15 @@ def _drill(result: DrillResult, old: Stack, new: Stack, prefix: str) -> None:
         data = load.stop()
     log("drill 38: database killed; the first host's stack removed with its volumes")
     old.compose("down", "-v", "--remove-orphans", "--timeout", "10")
+
+    log("drill 38: a new host: restore.sh --latest with a wrong passphrase first")
+    refused = _wrong_passphrase(new)
+    result.expect(
+        refused["exit"] == 1 and refused["stderr_lines"] == 1 and not refused["changed"],
+        f"wrong passphrase: exit {refused['exit']}, {refused['stderr_lines']} stderr lines, "
+        f"left behind {refused['changed']}: {refused['said']!r}",
+    )
+    result.figures["wrong_passphrase"] = refused
 
     log("drill 38: a new host: restore.sh --latest before anything else")
     t0 = time.monotonic()
@@ -142,5 +173,7 @@ def _drill(result: DrillResult, old: Stack, new: Stack, prefix: str) -> None:
         f"settings and passphrase) restored from the off-host repository: {f['missing']} "
         f"acknowledged writes missing, all within the last {f['window_s']}s (archive_timeout "
         f"{ARCHIVE_TIMEOUT}s), {f['written_twice']} written twice, a retried key replayed: "
-        f"{replayed}; RTO {f['rto_s']}s (restore.sh --latest to readiness through the proxy)"
+        f"{replayed}; RTO {f['rto_s']}s (restore.sh --latest to readiness through the proxy); "
+        f"with a wrong passphrase first: exit {refused['exit']}, one line "
+        f"({refused['said'][:120]!r}), nothing started"
     )
