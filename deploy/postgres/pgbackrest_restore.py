@@ -42,15 +42,23 @@ def fail(message: str) -> NoReturn:
 
 
 def pgbackrest(*args: str, timeout: float = 3600) -> subprocess.CompletedProcess[str]:
+    # errors="replace": a repository read with the wrong passphrase puts undecrypted bytes in
+    # pgBackRest's messages.
     return subprocess.run(
-        ["pgbackrest", *args], capture_output=True, text=True, timeout=timeout, check=False
-    )
+        ["pgbackrest", *args], capture_output=True, text=True, errors="replace",
+        timeout=timeout, check=False,
+    )  # fmt: skip
+
+
+def readable(text: str) -> str:
+    """One line of printable text, at most 200 characters, for a message an operator reads."""
+    return "".join(c for c in text if c.isprintable() and c != "\ufffd")[:200]
 
 
 def last_error(proc: subprocess.CompletedProcess[str]) -> str:
     lines = [ln.strip() for ln in (proc.stdout + proc.stderr).splitlines() if ln.strip()]
     errors = [ln for ln in lines if "ERROR" in ln] or lines
-    return errors[-1] if errors else f"exit {proc.returncode}"
+    return readable(errors[-1]) if errors else f"exit {proc.returncode}"
 
 
 def info() -> dict[str, Any]:
@@ -192,10 +200,13 @@ def check_restore(to: str | None, force: bool, target: float | None) -> dict[str
         fail("the database volume holds a database cluster: --force replaces it")
     try:
         stanza = info()
-    except (RuntimeError, ValueError) as exc:
-        fail(f"cannot read the pgBackRest repository: {exc}")
+    except (RuntimeError, ValueError) as exc:  # ValueError: not JSON
+        fail(f"cannot read the pgBackRest repositories (unreachable, or a wrong passphrase): {exc}")
     for repo, message in repo_errors(stanza).items():
-        fail(f"repository {repo} cannot be read: {message}")
+        fail(
+            f"repository {repo} cannot be read (unreachable, or a wrong passphrase: "
+            f"HEROES_BACKUP_CIPHER_PASS_FILE): {readable(message)}"
+        )
     done = backups(stanza)
     if not done:
         fail("no repository holds a backup of this stanza: nothing to restore from")
