@@ -201,7 +201,10 @@ def check_restore(to: str | None, force: bool, target: float | None) -> dict[str
     try:
         stanza = info()
     except (RuntimeError, ValueError) as exc:  # ValueError: not JSON
-        fail(f"cannot read the pgBackRest repositories (unreachable, or a wrong passphrase): {exc}")
+        fail(
+            "cannot read the pgBackRest repositories (unreachable, or a wrong passphrase: "
+            f"HEROES_BACKUP_CIPHER_PASS_FILE): {readable(str(exc))}"
+        )
     for repo, message in repo_errors(stanza).items():
         fail(
             f"repository {repo} cannot be read (unreachable, or a wrong passphrase: "
