@@ -1,6 +1,6 @@
 #!/bin/sh
-# The PostgreSQL exporter's login role: pg_monitor only (reads pg_stat_activity, pg_settings and
-# the statistics views), never the superuser the database was created with. Idempotent: the
+# The PostgreSQL exporter's login role: pg_monitor only, inherited (reads pg_stat_activity, pg_settings,
+# the statistics views and pg_ls_waldir for the wal collector), never the superuser. Idempotent: the
 # `postgres-exporter-role` one-shot service runs it on every `up` of the monitoring profile, as
 # the owner (POSTGRES_USER); the role's password is the db_password secret (read by psql itself,
 # never on a command line).
@@ -13,7 +13,7 @@ exec psql -X -q -v ON_ERROR_STOP=1 -h "${PGHOST:-db}" -U "$POSTGRES_USER" -d "$P
 \set pw `cat /run/secrets/db_password`
 SELECT format('CREATE ROLE %I LOGIN', :'role')
   WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = :'role') \gexec
-SELECT format('ALTER ROLE %I LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOINHERIT PASSWORD %L',
+SELECT format('ALTER ROLE %I LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE INHERIT PASSWORD %L',
   :'role', :'pw') \gexec
 SELECT format('GRANT pg_monitor TO %I', :'role') \gexec
 SQL
