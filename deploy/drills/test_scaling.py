@@ -131,7 +131,7 @@ def test_proxy_follows_workers(ctx: Context, result: DrillResult) -> None:
             try:
                 load.wait_started()
                 # The most at once is read from here on: a server leaving MAINT under load may
-                # briefly get up to twice its maxconn (haproxy/haproxy#2744, open upstream).
+                # briefly get up to twice its maxconn (haproxy/haproxy#2744).
                 stack.haproxy("clear counters")
                 time.sleep(WORKERS_LOAD_S)
                 proxied = _proxy_servers(stack)
@@ -159,8 +159,10 @@ def test_proxy_follows_workers(ctx: Context, result: DrillResult) -> None:
         result.expect(len(workers) >= 2, f"{what}: {len(workers)} replicas routed, want 2")
         for address, n in workers.items():
             s = proxied[address]
+            # At most one over: HAProxy's own count overshoots maxconn now and then under
+            # leastconn (haproxy/haproxy#2744, open upstream; docs/reliability.md).
             result.expect(
-                s["slim"] == n and s["smax"] == n,
+                s["slim"] == n and n <= s["smax"] <= n + 1,
                 f"{what}: replica {address} runs {n} workers, the proxy's maxconn is {s['slim']} "
                 f"and it sent {s['smax']} at once",
             )
