@@ -181,13 +181,20 @@ def test_pitr_archive_broken(ctx: Context, result: DrillResult) -> None:
     db = stack.container("db")
     result.expect(health(stack) == "healthy", "the pgbackrest service is not healthy to begin with")
     # The series the alert rules use (docs/backups.md, backup health).
-    series = metrics(stack)
     contract = (
         'pgbackrest_backup_since_last_completion_seconds{backup_type="full"',
         "pgbackrest_repo_status{",
         'pgbackrest_exporter_status{stanza="all-stanzas"}',
     )
-    found = {c: [v for n, v in series.items() if n.startswith(c)] for c in contract}
+
+    def found_now() -> dict[str, list[float]]:
+        series = metrics(stack)
+        return {c: [v for n, v in series.items() if n.startswith(c)] for c in contract}
+
+    # On a fresh stack the exporter may have collected before the first backup: its next
+    # collection comes within HEROES_PITR_EXPORTER_INTERVAL (60 s).
+    wait_for(lambda: all(found_now().values()), timeout=75, interval=2)
+    found = found_now()
     result.expect(all(found.values()), f"the exporter lacks one of {contract}")
     result.expect(
         found[contract[2]] == [1.0] and wal(stack)["failing"] == 0,

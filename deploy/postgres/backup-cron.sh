@@ -12,11 +12,9 @@
 set -eu
 state=/run/heroes-backup
 
-as_postgres() {
-  if [ "$(id -u)" = 0 ]; then
-    exec setpriv --reuid=postgres --regid=postgres --init-groups --inh-caps=-all "$0" "$@"
-  fi
-}
+# Runs what follows it as postgres, without the capabilities cron's root keeps.
+postgres="setpriv --reuid=postgres --regid=postgres --init-groups --inh-caps=-all"
+as_postgres() { if [ "$(id -u)" = 0 ]; then exec $postgres "$0" "$@"; fi; }
 sql() { psql -X -A -t -h "${PGBACKREST_PG1_SOCKET_PATH:-/var/run/postgresql}" -d postgres -c "$1"; }
 log() { # LEVEL MSG [JSON-FIELDS]: one JSON line, as the stack's other services log
   printf '{"ts":"%s","level":"%s","logger":"heroes.backup","msg":"%s"%s}\n' \
@@ -40,10 +38,11 @@ backup() { # TYPE REASON [REPO...]
   return "$failed"
 }
 
-# Repositories without a full backup whose first WAL segment is on the server's timeline.
+# Repositories without a full backup whose first WAL segment is on the server's timeline, from
+# `pgbackrest info --output=json` ($1).
 uncovered() {
+  info=$1
   tl=$(sql "SELECT substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8)" 2>/dev/null) || return 0
-  info=$(pgbackrest info --output=json) || return 0
   for repo in $(repos); do
     echo "$info" | jq -e --arg tl "$tl" --argjson r "$repo" '[.[0].backup[]? | select(.type ==
       "full" and .database["repo-key"] == $r and (.archive.start | startswith($tl)))] | length > 0' \
@@ -71,7 +70,8 @@ tick() {
     '-infinity'), false) FROM pg_stat_archiver" 2>/dev/null) || return 0
   failed=${row%|*}
   seen=$(cat "$state/failed" 2>/dev/null) || seen=$failed
-  missing=$(uncovered)
+  info=$(pgbackrest info --output=json) || return 0
+  missing=$(uncovered "$info")
   if [ -n "$missing" ]; then
     backup full "no full backup of this timeline" $missing || return 0
   elif [ "${row#*|}" = t ]; then
@@ -86,9 +86,11 @@ health() {
   [ -e "$state/stanza" ] || { echo "stanza-create has not succeeded yet (see the log)"; exit 1; }
   [ "$(sql "SELECT coalesce(last_failed_time > coalesce(last_archived_time, '-infinity'), false)
     FROM pg_stat_archiver")" = f ] || { echo "WAL archiving is failing (pg_stat_archiver)"; exit 1; }
-  missing=$(uncovered)
+  # One `pgbackrest info` per check: on object storage each is a round of requests.
+  info=$(pgbackrest info --output=json) || { echo "pgbackrest info failed"; exit 1; }
+  missing=$(uncovered "$info")
   [ -z "$missing" ] || { echo "no full backup of the current timeline in repo $missing"; exit 1; }
-  newest=$(pgbackrest info --output=json | jq '[.[0].backup[]? | select(.type == "full") |
+  newest=$(echo "$info" | jq '[.[0].backup[]? | select(.type == "full") |
     .timestamp.stop] | max // 0')
   age=$(($(date +%s) - newest))
   [ "$age" -le "${HEROES_PITR_FULL_MAX_AGE:-1213200}" ] || { echo "newest full ${age}s old"; exit 1; }
@@ -108,12 +110,9 @@ case ${1:-} in
     # container's log through a pipe (cron would mail it). /run/heroes-backup is postgres's
     # tmpfs: written as postgres, so root needs no CAP_DAC_OVERRIDE or CAP_CHOWN.
     export -p | grep -E '^export (PGBACKREST_|PGUSER|HEROES_|ENVIRONMENT)' |
-      setpriv --reuid=postgres --regid=postgres --init-groups --inh-caps=-all \
-        sh -c 'cat >"$0/env" && rm -f "$0/log" && mkfifo -m 0600 "$0/log"' "$state"
-    setpriv --reuid=postgres --regid=postgres --init-groups --inh-caps=-all \
-      sh -c 'exec cat <>"$0/log"' "$state" &
-    setpriv --reuid=postgres --regid=postgres --init-groups --inh-caps=-all \
-      heroes-pgbackrest-env "$0" tick || true
+      $postgres sh -c 'cat >"$0/env" && rm -f "$0/log" && mkfifo -m 0600 "$0/log"' "$state"
+    $postgres sh -c 'exec cat <>"$0/log"' "$state" &
+    $postgres heroes-pgbackrest-env "$0" tick || true
     exec cron -f
     ;;
   job)
