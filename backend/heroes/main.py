@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import gc
-import inspect
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
 
-from fastapi import APIRouter, FastAPI
-from fastapi.routing import APIRoute
+from fastapi import FastAPI
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
@@ -26,12 +23,6 @@ from heroes.domain import idempotency
 from heroes.server import background, metrics, tracing
 from heroes.server.edge import Edge
 
-#: What an APIRoute keeps of its add_api_route arguments (all of them but path and endpoint).
-ROUTE_OPTIONS = tuple(
-    name
-    for name in inspect.signature(APIRouter.add_api_route).parameters
-    if name not in {"self", "path", "endpoint", "route_class_override"}
-)
 #: Allocations (net of deallocations) that trigger a collection of the young generation.
 YOUNG_GC_THRESHOLD = 10_000
 
@@ -44,8 +35,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     await app.state.db.open()
     app.state.schema = SchemaExpectation.of(settings)
     app.state.keys_in_flight = idempotency.KeysInFlight()
-    # Kept for speed (docs/performance.md, "Speed devices"): start-up objects out of the
-    # collector's reach, and young collections rarer, since a request's objects die by refcount.
+    # Kept for the benchmark's guard (docs/performance.md, "Speed devices"): start-up objects out
+    # of the collector's reach, and young collections rarer (a request's objects die by refcount).
     gc.freeze()
     gc.set_threshold(YOUNG_GC_THRESHOLD, *gc.get_threshold()[1:])
     interval = metrics.POOL_SAMPLE_SECONDS if metrics.MULTIPROC_DIR else None
@@ -65,24 +56,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 class HeroesAPI(FastAPI):
     """FastAPI with heroes.server.edge outside everything, even outside Starlette's
     ServerErrorMiddleware (``add_middleware`` can only go inside it): a 500 gets a request id and
-    is counted like any other answer; and routers included flat."""
-
-    def include_router(self, router: APIRouter, **options: Any) -> None:
-        """``FastAPI.include_router``, with the routes of a plain router (nothing set at
-        inclusion, no startup or shutdown handlers of its own) added to the app's own router, as
-        FastAPI did before 0.137: since then an included router is a node of a route tree,
-        matched once to enter it and again inside. Kept for speed (docs/performance.md, "Speed
-        devices"). The routes keep everything the router gave them (prefix, tags, responses,
-        dependencies); the app's ``dependency_overrides`` apply to them; the OpenAPI document is
-        the same, byte for byte."""
-        plain = all(type(route) is APIRoute for route in router.routes)
-        if options or not plain or router.on_startup or router.on_shutdown:
-            super().include_router(router, **options)
-            return
-        for route in router.routes:
-            assert isinstance(route, APIRoute)
-            kept = {name: getattr(route, name) for name in ROUTE_OPTIONS}
-            self.router.add_api_route(route.path, route.endpoint, **kept)
+    is counted like any other answer."""
 
     def build_middleware_stack(self) -> ASGIApp:
         settings: Settings = self.state.settings

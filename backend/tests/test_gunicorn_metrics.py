@@ -84,8 +84,8 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Run:
         sent_ids = [f"e2e-{i}" for i in range(N)]
         with ThreadPoolExecutor(CONCURRENCY) as pool:
             answers = list(pool.map(_get, urls, sent_ids))
-        # Workers write their buffered counts and refresh their gauges every
-        # POOL_SAMPLE_SECONDS: until the next sample a scrape may show slightly older values.
+        # Workers refresh their pool gauges every POOL_SAMPLE_SECONDS: until the next sample a
+        # scrape may show slightly older values.
         deadline = time.monotonic() + 3 * POOL_SAMPLE_SECONDS + 5
         scrape = _scrape(server.url)
         while (

@@ -16,8 +16,11 @@ one setting changed, and the report names it.
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import sys
+import tempfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -96,8 +99,12 @@ def baseline(port: int, db_url: str) -> AppSpec:
 def heroes(port: int, db_url: str, workdir: Path, extra: dict[str, str] | None = None) -> AppSpec:
     """(b) heroes with its production gunicorn config; only the pool settings are aligned.
     ``extra`` (bench --heroes-env) overrides settings for experiments."""
-    metrics_dir = workdir / "heroes-metrics"
-    metrics_dir.mkdir(parents=True, exist_ok=True)
+    # On tmpfs, as in the image (PROMETHEUS_MULTIPROC_DIR=/dev/shm/heroes-metrics): the metric
+    # files are mmap'ed, and on a disk every write dirties a page the kernel then writes back.
+    shm = Path("/dev/shm")
+    base = shm if shm.is_dir() and os.access(shm, os.W_OK) else workdir
+    metrics_dir = Path(tempfile.mkdtemp(prefix="heroes-bench-metrics-", dir=base))
+    atexit.register(shutil.rmtree, metrics_dir, ignore_errors=True)
     settings = {
         "DATABASE_URL": db_url,
         "LOG_LEVEL": "warning",

@@ -1,13 +1,21 @@
-"""What the proxy costs: GET one through HAProxy vs straight to the same api replica, in one run.
+"""What the proxy costs, and A/B of two images where users meet the service: through HAProxy.
 
     PYTHONPATH=deploy .venv/bin/python -m bench.proxy [--quick] [--rounds 6] [--seconds 5]
+    PYTHONPATH=deploy .venv/bin/python -m bench.proxy --against IMAGE [--connections 8]
 
-One compose stack (docker-compose.yml + deploy/bench/compose.proxy.yml: one api replica whose
-port is published as well), seeded with heroes; then wrk (the harness' get_one scenario, 32
-connections) alternates between the proxy's port and the replica's port, round after round, the
-order flipped every round, so both see the same machine noise. Both routes pass docker-proxy on
-the host; the proxy route adds HAProxy. Reports both rates, their ratio, and the proxy's share of
-the CPU spent serving (HAProxy / (HAProxy + api), from the containers' processes on the host).
+Default: one compose stack (docker-compose.yml + deploy/bench/compose.proxy.yml: one api replica
+whose port is published as well), seeded with heroes; then wrk (the harness' get_one scenario)
+alternates between the proxy's port and the replica's port, round after round, the order rotated
+every round, so both see the same machine noise. Both routes pass docker-proxy on the host; the
+proxy route adds HAProxy. Reports both rates, their ratio, and the proxy's share of the CPU spent
+serving (HAProxy / (HAProxy + api), from the containers' processes on the host).
+
+--against IMAGE: one such stack per image (``--image`` and each ``--against``), loaded one at a
+time through its proxy, interleaved the same way, for GET one and POST: the A/B that decides
+whether a speed device stays (docs/performance.md, "Speed devices"). The proxy sends the replica
+as many requests at once as it has workers, so the api's CPU per request here is the figure at
+the concurrency the deployment runs at.
+
 --quick (CI) checks that it all works and asserts no timings.
 """
 
@@ -32,31 +40,10 @@ FILES = ("docker-compose.yml", "deploy/bench/compose.proxy.yml")
 SEEDED = 100
 
 
-@dataclass
-class Route:
-    name: str
-    port: int
-    runs: list[WrkRun] = field(default_factory=list)
-    proxy_cpu_s: float = 0.0
-    api_cpu_s: float = 0.0
-
-    @property
-    def requests(self) -> int:
-        return sum(r.requests for r in self.runs)
-
-    @property
-    def rate(self) -> float:
-        seconds = sum(r.duration_s for r in self.runs)
-        return self.requests / seconds if seconds else 0.0
-
-    @property
-    def errors(self) -> int:
-        return sum(r.non2xx + r.socket_errors for r in self.runs)
-
-
 class Compose:
     def __init__(self, project: str, image: str) -> None:
         self.project = project
+        self.image = image
         self.env = {
             **os.environ, "COMPOSE_BAKE": "false", "HEROES_IMAGE": image, "HEROES_PORT": "0",
             "API_REPLICAS": "1",
@@ -86,6 +73,32 @@ class Compose:
         return int(out.strip())
 
 
+@dataclass
+class Route:
+    name: str
+    port: int
+    pids: dict[str, int]  # "proxy" and "api": the containers' main processes on the host
+    runs: list[WrkRun] = field(default_factory=list)
+    proxy_cpu_s: float = 0.0
+    api_cpu_s: float = 0.0
+
+    @property
+    def requests(self) -> int:
+        return sum(r.requests for r in self.runs)
+
+    @property
+    def rate(self) -> float:
+        seconds = sum(r.duration_s for r in self.runs)
+        return self.requests / seconds if seconds else 0.0
+
+    @property
+    def errors(self) -> int:
+        return sum(r.non2xx + r.socket_errors for r in self.runs)
+
+    def per_request_ms(self, cpu_s: float) -> float:
+        return cpu_s * 1e3 / max(self.requests, 1)
+
+
 def _seed(port: int) -> None:
     import urllib.request
 
@@ -99,51 +112,51 @@ def _seed(port: int) -> None:
             response.read()
 
 
-def measure(compose: Compose, rounds: int, seconds: int, warmup: int) -> list[Route]:
-    proxy = Route("through the proxy", compose.port("proxy", 8080))
-    direct = Route("straight to the replica", compose.port("api", 8000))
-    _seed(proxy.port)
-    settings = LoadSettings(
-        duration=seconds * rounds, warmup=warmup, connections=32, threads=2, timeout=10,
-        seeded=SEEDED, rounds=rounds,
-    )  # fmt: skip
-    with tempfile.TemporaryDirectory(prefix="heroes-bench-proxy-") as tmp:
-        script = write_scripts(Path(tmp))["get_one"]
-        nonce = secrets.token_hex(4)
-        for route in (proxy, direct):  # warm both paths (connections, caches) before measuring
-            run_wrk(script, route.port, settings, warmup, nonce)
-        pids = {"proxy": compose.pid("proxy"), "api": compose.pid("api")}
-        for i in range(rounds):
-            for route in (proxy, direct) if i % 2 == 0 else (direct, proxy):
-                before = {k: tree_cpu_seconds(p) for k, p in pids.items()}
-                route.runs.append(run_wrk(script, route.port, settings, seconds, nonce))
-                after = {k: tree_cpu_seconds(p) for k, p in pids.items()}
-                route.proxy_cpu_s += after["proxy"] - before["proxy"]
-                route.api_cpu_s += after["api"] - before["api"]
-                print(f"[bench.proxy] round {i + 1}/{rounds} {route.name}: "
-                      f"{route.runs[-1].requests / route.runs[-1].duration_s:.0f} req/s",
-                      file=sys.stderr, flush=True)  # fmt: skip
-    return [proxy, direct]
+def measure(
+    routes: list[Route], script: Path, settings: LoadSettings, seconds: int, warmup: int
+) -> None:
+    """Load each route in turn, ``settings.rounds`` times, the order rotated every round."""
+    nonce = secrets.token_hex(4)
+    for route in routes:  # warm every path (connections, caches) before measuring
+        run_wrk(script, route.port, settings, warmup, nonce)
+    for i in range(settings.rounds):
+        shift = i % len(routes)
+        for route in routes[shift:] + routes[:shift]:
+            before = {k: tree_cpu_seconds(p) for k, p in route.pids.items()}
+            route.runs.append(run_wrk(script, route.port, settings, seconds, nonce))
+            after = {k: tree_cpu_seconds(p) for k, p in route.pids.items()}
+            route.proxy_cpu_s += after["proxy"] - before["proxy"]
+            route.api_cpu_s += after["api"] - before["api"]
+            last = route.runs[-1]
+            print(f"[bench.proxy] {script.stem} round {i + 1}/{settings.rounds} {route.name}: "
+                  f"{last.requests / last.duration_s:.0f} req/s",
+                  file=sys.stderr, flush=True)  # fmt: skip
 
 
-def report(proxy: Route, direct: Route, rounds: int, seconds: int, quick: bool) -> str:
+def _header(settings: LoadSettings, seconds: int, what: str, quick: bool) -> list[str]:
+    when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    mode = " (quick: a check that it works, not a measurement)" if quick else ""
+    return [
+        f"Last run: {when}, {settings.rounds} interleaved rounds x {seconds} s per route, {what} "
+        f"(wrk, {settings.connections} connections, {settings.threads} threads), one api replica "
+        f"(its shipped workers and CPU){mode}.",
+        "",
+    ]
+
+
+def report(proxy: Route, direct: Route, settings: LoadSettings, seconds: int, quick: bool) -> str:
     ratio = proxy.rate / direct.rate if direct.rate else 0.0
     serving = proxy.proxy_cpu_s + proxy.api_cpu_s
     share = proxy.proxy_cpu_s / serving if serving else 0.0
-    when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-    mode = " (quick: a check that it works, not a measurement)" if quick else ""
     lines = [
-        f"Last run: {when}, {rounds} interleaved rounds x {seconds} s per route, GET one "
-        f"(wrk, 32 connections, 2 threads), one api replica (2 workers, 1 CPU){mode}.",
-        "",
+        *_header(settings, seconds, "GET one", quick),
         "| route | requests/s | errors | HAProxy CPU ms/req | api CPU ms/req |",
         "| --- | ---: | ---: | ---: | ---: |",
     ]
     for r in (proxy, direct):
-        n = max(r.requests, 1)
         lines.append(
-            f"| {r.name} | {r.rate:.0f} | {r.errors} | {r.proxy_cpu_s * 1e3 / n:.3f} | "
-            f"{r.api_cpu_s * 1e3 / n:.3f} |"
+            f"| {r.name} | {r.rate:.0f} | {r.errors} | {r.per_request_ms(r.proxy_cpu_s):.3f} | "
+            f"{r.per_request_ms(r.api_cpu_s):.3f} |"
         )
     lines += [
         "",
@@ -153,6 +166,35 @@ def report(proxy: Route, direct: Route, rounds: int, seconds: int, quick: bool) 
     return "\n".join(lines) + "\n"
 
 
+def report_ab(
+    results: dict[str, list[Route]], settings: LoadSettings, seconds: int, quick: bool
+) -> str:
+    """One row per scenario and image; each image against the first (``--image``)."""
+    lines = [
+        *_header(settings, seconds, "through each image's proxy", quick),
+        "| scenario | image | requests/s | errors | api CPU ms/req | HAProxy CPU ms/req "
+        "| requests/s vs A | api CPU vs A |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for scenario, routes in results.items():
+        a = routes[0]
+        a_cpu = a.per_request_ms(a.api_cpu_s)
+        for r in routes:
+            cpu = r.per_request_ms(r.api_cpu_s)
+            rate_vs = r.rate / a.rate if a.rate else 0.0
+            cpu_vs = cpu / a_cpu if a_cpu else 0.0
+            lines.append(
+                f"| {scenario} | {r.name} | {r.rate:.0f} | {r.errors} | {cpu:.3f} | "
+                f"{r.per_request_ms(r.proxy_cpu_s):.3f} | {rate_vs:.2f}x | {cpu_vs:.2f}x |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def _stack_route(compose: Compose, name: str, service: str, port: int) -> Route:
+    pids = {"proxy": compose.pid("proxy"), "api": compose.pid("api")}
+    return Route(name, compose.port(service, port), pids)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m bench.proxy", description=__doc__.splitlines()[0]
@@ -160,23 +202,58 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="CI: 2 rounds x 2 s, no timing claims")
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--seconds", type=int, default=5, help="per round and route")
+    parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--image", default=os.environ.get("HEROES_IMAGE", "heroes:local"))
+    parser.add_argument(
+        "--against", action="append", default=[], metavar="IMAGE",
+        help="A/B: this image's stack against --image's, through each one's proxy (repeatable)",
+    )  # fmt: skip
     parser.add_argument("--project", default=os.environ.get("BENCH_PROJECT", "heroes-bench-proxy"))
     parser.add_argument("--results", type=Path, default=Path("/tmp/readme/proxy-bench.md"))
     args = parser.parse_args(argv)
     rounds, seconds, warmup = (2, 2, 1) if args.quick else (args.rounds, args.seconds, 3)
-    compose = Compose(args.project, args.image)
+    settings = LoadSettings(
+        duration=seconds * rounds, warmup=warmup, connections=args.connections, threads=2,
+        timeout=10, seeded=SEEDED, rounds=rounds,
+    )  # fmt: skip
+    images = [args.image, *args.against]
+    stacks = [Compose(f"{args.project}-{i}" if i else args.project, image)
+              for i, image in enumerate(images)]  # fmt: skip
+    measured: list[Route] = []
     try:
-        compose("down", "-v", "--remove-orphans")
-        compose("up", "-d", "--wait", "--wait-timeout", "180")
-        proxy, direct = measure(compose, rounds, seconds, warmup)
+        for compose in stacks:
+            compose("down", "-v", "--remove-orphans")
+            compose("up", "-d", "--wait", "--wait-timeout", "180")
+        with tempfile.TemporaryDirectory(prefix="heroes-bench-proxy-") as tmp:
+            scripts = write_scripts(Path(tmp))
+            if args.against:
+                results: dict[str, list[Route]] = {}
+                for scenario in ("get_one", "post"):
+                    routes = [
+                        _stack_route(c, f"{'AB'[min(i, 1)]}{i or ''}: {c.image}", "proxy", 8080)
+                        for i, c in enumerate(stacks)
+                    ]
+                    if scenario == "get_one":
+                        for route in routes:
+                            _seed(route.port)
+                    measure(routes, scripts[scenario], settings, seconds, warmup)
+                    results[scenario] = routes
+                    measured += routes
+                text = report_ab(results, settings, seconds, args.quick)
+            else:
+                proxy = _stack_route(stacks[0], "through the proxy", "proxy", 8080)
+                direct = _stack_route(stacks[0], "straight to the replica", "api", 8000)
+                _seed(proxy.port)
+                measure([proxy, direct], scripts["get_one"], settings, seconds, warmup)
+                measured = [proxy, direct]
+                text = report(proxy, direct, settings, seconds, args.quick)
     finally:
-        compose("down", "-v", "--remove-orphans", "--timeout", "40")
-    text = report(proxy, direct, rounds, seconds, args.quick)
+        for compose in stacks:
+            compose("down", "-v", "--remove-orphans", "--timeout", "40")
     print(text)
     args.results.parent.mkdir(parents=True, exist_ok=True)
     args.results.write_text(text)
-    failed = [r.name for r in (proxy, direct) if not r.requests or r.errors]
+    failed = [r.name for r in measured if not r.requests or r.errors]
     if failed:  # correctness, never speed: every request answered 2xx
         print(f"bench.proxy: requests failed or none were made: {failed}", file=sys.stderr)
         return 1

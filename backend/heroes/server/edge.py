@@ -73,7 +73,7 @@ class Edge:
                 message["headers"] = closing(headers) if is_draining() else headers
             await send(message)
 
-        metrics.RequestsInFlight.count += 1
+        metrics.IN_PROGRESS.inc()
         try:
             refused = limits.refusal(content_length, self.max_body_bytes)
             if refused is not None:
@@ -93,7 +93,7 @@ class Edge:
                     await error(500, "Internal Server Error")(scope, receive, send_with_id)
             # A response that had started cannot be fixed: the server closes the connection.
         finally:
-            metrics.RequestsInFlight.count -= 1
+            metrics.IN_PROGRESS.dec()
             elapsed = perf_counter() - started
             finished(scope, status or NO_RESPONSE, elapsed, queued, user_agent, self.route_paths)
             request_id_var.reset(token)

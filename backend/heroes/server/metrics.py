@@ -107,55 +107,17 @@ def _children_of(key: tuple[str, str, int]) -> tuple[Any, Any]:
     return children
 
 
-def _record(key: tuple[str, str, int], seconds: float) -> None:
-    counter, histogram = _children_of(key)
-    counter.inc()
-    histogram.observe(seconds)
-
-
-# Kept for speed (docs/performance.md, "Speed devices"): in multiprocess mode every inc/observe
-# is a locked mmap write, so requests are tallied in memory and written at each sample
-# (POOL_SAMPLE_SECONDS), before a scrape this worker answers, and at shutdown.
-_pending: dict[tuple[str, str, int], list[float]] = {}
-
-
 def observe(method: str, route: str, status: int, seconds: float) -> None:
     """Count one answered request and its duration."""
     if method not in KNOWN_METHODS:  # any token is a valid method: keep the label set bounded
         method = "OTHER"
-    key = (method, route, status)
-    if not MULTIPROC_DIR:
-        _record(key, seconds)
-        return
-    durations = _pending.get(key)
-    if durations is None:
-        durations = _pending[key] = []
-    durations.append(seconds)
-
-
-def flush() -> None:
-    """Write the buffered requests into the (shared) metric files."""
-    for key, durations in list(_pending.items()):
-        if not durations:
-            continue
-        _pending[key] = []
-        counter, histogram = _children_of(key)
-        counter.inc(len(durations))
-        for seconds in durations:
-            histogram.observe(seconds)
-
-
-class RequestsInFlight:
-    """Requests being served by this process: a plain counter on the hot path, copied into the
-    gauge when sampled (in multiprocess mode every gauge write is an mmap write)."""
-
-    count = 0
+    counter, histogram = _children_of((method, route, status))
+    counter.inc()
+    histogram.observe(seconds)
 
 
 def sample_pool(db: Database) -> None:
-    """Copy this process' buffered requests, pool state and in-flight count into the metrics."""
-    flush()
-    IN_PROGRESS.set(RequestsInFlight.count)
+    """Copy this process' pool state into the metrics."""
     stats = db.stats()
     POOL_SIZE.set(stats.size)
     POOL_CHECKED_OUT.set(stats.in_use)
@@ -180,11 +142,8 @@ async def pool_sampler(db: Database, interval: float | None) -> AsyncIterator[No
             await asyncio.sleep(interval)
             sample_pool(db)
 
-    try:
-        async with background.running(sample_forever(), "pool-sampler"):
-            yield
-    finally:
-        flush()  # the last requests of a worker that shuts down still count
+    async with background.running(sample_forever(), "pool-sampler"):
+        yield
 
 
 def render() -> bytes:
