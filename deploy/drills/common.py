@@ -39,7 +39,7 @@ class Context:
     run_id: str  # distinguishes this run's heroes from any other rows
     clients: int = 32
     keep_alive: bool = True  # load clients reuse connections (False: one connection per request)
-    warmup: float = 3.0
+    warmup: int = 4  # 2xx answers per load client before the harm (one cycle of drills.load)
     outage: float = 10.0
     fuzz_max_examples: int | None = None
     head: str = ""  # alembic head of the image (drill 4 fills it in)
@@ -246,6 +246,32 @@ def wait_for(predicate: Any, timeout: float, interval: float = 0.2) -> float | N
     return None
 
 
+def wait_answers(load: NetworkLoad, n: int, timeout: float = 60.0) -> float | None:
+    """Seconds until the load had ``n`` 2xx answers that ended after the call, or None after
+    ``timeout`` (or once the load has ended short of them). Counted from the load's first report
+    made after the call (the ones before it may lag the call by a report's interval)."""
+    since = time.time()
+    base: list[int] = []
+
+    def answered() -> bool:
+        t, ok = load.progress
+        if not base and t >= since:
+            base.append(ok)
+        return bool(base) and ok >= base[0] + n
+
+    waited = wait_for(lambda: answered() or load.proc.poll() is not None, timeout, 0.05)
+    return waited if answered() else None
+
+
+def expect_answers(
+    result: DrillResult, load: NetworkLoad, n: int, what: str, timeout: float = 60.0
+) -> float | None:
+    """wait_answers, a failure of the drill when they do not come."""
+    waited = wait_answers(load, n, timeout)
+    result.expect(waited is not None, f"fewer than {n} 2xx answers {what} within {timeout:g} s")
+    return waited
+
+
 @contextmanager
 def own_stack(
     ctx: Context, suffix: str, tokens_file: Path | None = None, env: dict[str, str] | None = None
@@ -295,6 +321,15 @@ def refusals(stack: Stack) -> dict[str, int]:
     return out
 
 
+def warm_up(ctx: Context, *loads: NetworkLoad, clients: int | None = None) -> None:
+    """Some traffic first: every load's ``ctx.warmup`` 2xx answers per client (``clients``, or
+    ctx.clients); DrillError if they do not come within a minute."""
+    n = ctx.warmup * (clients or ctx.clients)
+    for load in loads:
+        if wait_answers(load, n, timeout=60) is None:
+            raise DrillError(f"load {load.name}: not {n} 2xx answers within 60 s of its start")
+
+
 @contextmanager
 def warmed_load(
     ctx: Context,
@@ -304,14 +339,14 @@ def warmed_load(
     ca_file: Path | None = None,
 ) -> Iterator[NetworkLoad]:
     """The mixed load of a drill (through the proxy's published port unless ``url``), started
-    and warmed up; killed if the drill fails midway."""
+    and warmed up (ctx.warmup 2xx answers per client); killed if the drill fails midway."""
     load = ctx.stack.start_load(
         prefix, url or ctx.api_url, ctx.clients, poll_interval=poll_interval,
         keep_alive=ctx.keep_alive, ca_file=ca_file,
     )  # fmt: skip
     try:
         load.wait_started()
-        time.sleep(ctx.warmup)
+        warm_up(ctx, load)
         yield load
     except BaseException:
         load.kill()

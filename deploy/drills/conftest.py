@@ -46,7 +46,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--project", default="heroes-drills", help="compose project of the stack")
     group.addoption("--clients", type=int, default=32, help="concurrent load clients")
     group.addoption("--no-keep-alive", action="store_true", help="a new connection per request")
-    group.addoption("--warmup", type=float, default=3.0, help="seconds of load before harm")
+    group.addoption("--warmup", type=int, default=4, help="2xx answers per load client before harm")
     group.addoption("--outage", type=float, default=10.0, help="database outage, seconds")
     group.addoption("--fuzz-max-examples", type=int, default=None)
     group.addoption("--keep", action="store_true", help="leave the stack running")

@@ -14,7 +14,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from drills.client import Outcome
-from drills.common import Context, DrillResult, LoadRun, describe, start_keyed_load, stored_counts
+from drills.common import (
+    Context,
+    DrillResult,
+    LoadRun,
+    describe,
+    start_keyed_load,
+    stored_counts,
+    warm_up,
+)
 
 CLIENTS = 8  # readers, and as many keyed writers
 #: Statuses a client may see during a database fault: 503 (with Retry-After) while it lasts,
@@ -38,9 +46,9 @@ def under_fault(
     try:
         readers.wait_started()
         writers.wait_started()
-        time.sleep(ctx.warmup)
+        warm_up(ctx, readers, writers, clients=CLIENTS)
         when = fault()
-        time.sleep(settle)
+        time.sleep(settle)  # the clients after the fault for a stated time (drill 18b: longer)
         reads = LoadRun(readers.stop())
         keyed = writers.stop()
     except BaseException:

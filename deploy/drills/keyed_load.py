@@ -8,6 +8,7 @@ protocol, as drills.load's (so drills.stack.NetworkLoad drives it)::
 
     python -m drills.keyed_load --url http://127.0.0.1:8000 --prefix d14-x --token-file F
     -> {"event": "started", "t": ...}
+    -> {"event":"progress","ok":N,"t":T}  (N 2xx answers by T; every 0.1 s while N grows)
     <- any line on stdin (or EOF)     stop
     -> {"event": "result", "attempts": [[key, outcome, status, replayed, sent, latency], ...]}
 """
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from drills.client import Connection, Outcome, Result, split_url
+from drills.load import progress_line, report_progress
 
 #: One attempt: [key, outcome, status, replayed (Idempotent-Replayed: true), sent (wall clock),
 #: latency (seconds)]
@@ -39,6 +41,7 @@ def run(args: argparse.Namespace, token: str | None, stop: threading.Event) -> d
     host, port = split_url(args.url)
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     attempts: list[list[Attempt]] = [[] for _ in range(args.clients)]
+    oks = [0] * args.clients  # 2xx answers per client (each written by its client only)
     deadline = time.monotonic() + args.max_seconds
 
     def client(cid: int) -> None:
@@ -56,6 +59,8 @@ def run(args: argparse.Namespace, token: str | None, stop: threading.Event) -> d
                 out.append(
                     [key, str(result.outcome), result.status, replayed, result.sent, result.latency]
                 )
+                if result.outcome is Outcome.OK:
+                    oks[cid] += 1
                 if not _retry(result) or time.monotonic() > give_up:
                     break
                 time.sleep(0.2 if result.status == 409 else 0.05)
@@ -66,8 +71,14 @@ def run(args: argparse.Namespace, token: str | None, stop: threading.Event) -> d
     for thread in threads:
         thread.start()
     print(json.dumps({"event": "started", "t": started}), flush=True)
+    done = threading.Event()
+    reporter = report_progress(
+        lambda: sum(oks), lambda ok: print(progress_line(ok), flush=True), done
+    )
     for thread in threads:
         thread.join(timeout=max(0.0, deadline - time.monotonic()) + args.retry_for + 35)
+    done.set()
+    reporter.join()
     return {
         "event": "result",
         "started": started,

@@ -13,6 +13,7 @@ Run as a process by the drills (drills.stack.Stack.start_load), with a line prot
 
     python -m drills.load --url http://127.0.0.1:8000 --clients 32 --prefix d1-x --token-file F
     -> {"event": "started", ...}      (one JSON line, once every client runs)
+    -> {"event":"progress","ok":N,"t":T}  (N 2xx answers by T; every 0.1 s while N grows)
     <- any line on stdin (or EOF)     stop
     -> {"event": "result", ...}       (one JSON line: every request and poll, see ``run``)
 """
@@ -117,12 +118,43 @@ def resolve(host: str, port: int, timeout: float = 10.0) -> str:
             time.sleep(0.2)
 
 
+#: How often a run reports its count of 2xx answers (``on_progress``).
+PROGRESS_S = 0.1
+
+
+def progress_line(ok: int) -> str:
+    """The progress event of the line protocol (drills.stack.NetworkLoad reads it): the 2xx
+    answers counted by now (wall clock)."""
+    return json.dumps({"event": "progress", "ok": ok, "t": time.time()}, separators=(",", ":"))
+
+
+def report_progress(
+    count: Callable[[], int], on_progress: Callable[[int], None], done: threading.Event
+) -> threading.Thread:
+    """A thread calling ``on_progress(count())`` every PROGRESS_S while the count grows, until
+    ``done``."""
+
+    def loop() -> None:
+        last = -1
+        while not done.wait(PROGRESS_S):
+            now = count()
+            if now != last:
+                on_progress(now)
+                last = now
+
+    thread = threading.Thread(target=loop, daemon=True)
+    thread.start()
+    return thread
+
+
 def run(
     config: LoadConfig,
     stop: threading.Event,
     on_started: Callable[[], None] | None = None,
+    on_progress: Callable[[int], None] | None = None,
 ) -> dict[str, Any]:
-    """Run until ``stop`` is set (or max_seconds); return every request and poll."""
+    """Run until ``stop`` is set (or max_seconds); return every request and poll. Once started,
+    ``on_progress`` gets the number of 2xx answers so far, every PROGRESS_S while it grows."""
     host, port = split_url(config.url)
     # Resolved once, like a load balancer's target list: a DNS query per connection would make
     # the drills measure Docker's embedded DNS under load (it answers EAI_AGAIN at times) and
@@ -133,6 +165,7 @@ def run(
     # GET and PATCH need a hero of the client's own: it creates one first.
     needs_hero = any(op in ("GET", "PATCH") for op in config.ops)
     rows: list[list[Row]] = [[] for _ in range(config.clients)]
+    oks = [0] * config.clients  # 2xx answers per client (each written by its client only)
     polls: list[Row] = []
     conns: list[Connection] = []
     deadline = time.monotonic() + config.max_seconds
@@ -184,6 +217,8 @@ def run(
                     result = conn.request("PATCH", f"/heroes/{hero_id}", {"age": age}, headers)
                     row = _row(name, result, op, age)
             out.append(row)
+            if result.outcome is Outcome.OK:
+                oks[cid] += 1
             if result.outcome is Outcome.NOT_SENT:
                 stop.wait(config.pause_after_not_sent)
             elif config.retry_after_cap > 0 and result.status in (429, 503):
@@ -222,8 +257,13 @@ def run(
         thread.start()
     if on_started is not None:
         on_started()
+    done = threading.Event()
+    reporter = None if on_progress is None else report_progress(lambda: sum(oks), on_progress, done)
     for thread in threads:
         thread.join(timeout=max(0.0, deadline - time.monotonic()) + config.timeout + 5)
+    done.set()
+    if reporter is not None:
+        reporter.join()
     requests = [row for per_client in rows for row in per_client]
     return {
         "event": "result",
@@ -305,7 +345,10 @@ def main(argv: list[str] | None = None) -> int:
     def started() -> None:
         print(json.dumps({"event": "started", "t": time.time()}), flush=True)
 
-    result = run(config, stop, started)
+    def progress(ok: int) -> None:
+        print(progress_line(ok), flush=True)
+
+    result = run(config, stop, started, progress)
     print(json.dumps(result, separators=(",", ":")), flush=True)
     return 0
 

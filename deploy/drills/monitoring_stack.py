@@ -8,6 +8,7 @@ import tempfile
 import time
 import urllib.parse
 import urllib.request
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +72,58 @@ class Prometheus:
 
     def up(self, job: str) -> int:
         return sum(t["health"] == "up" for t in self.targets(job))
+
+    def scraped_since(self, t: float, scrapes: int = 1, job: str | None = None) -> bool:
+        """Every active target (of ``job``) scraped ``scrapes`` times since wall-clock ``t`` (its
+        last scrape at least scrapes - 1 intervals after it)."""
+        targets = [
+            x for x in self.get("/api/v1/targets")["activeTargets"]
+            if job is None or x["labels"]["job"] == job
+        ]  # fmt: skip
+        after = t + (scrapes - 1) * SCRAPE_S
+        return bool(targets) and all(_epoch(x["lastScrape"]) >= after for x in targets)
+
+    def evaluated_since(self, t: float) -> bool:
+        """Every rule group on the drills' interval evaluated since wall-clock ``t`` (not those
+        on a longer one: the 5-minute budget group)."""
+        groups = [
+            g for g in self.get("/api/v1/rules")["groups"] if float(g["interval"]) <= SCRAPE_S
+        ]  # fmt: skip
+        return bool(groups) and all(_epoch(g["lastEvaluation"]) >= t for g in groups)
+
+    def wait_recorded(
+        self, t: float, scrapes: int = 1, job: str | None = None, timeout: float = 60.0
+    ) -> float | None:
+        """Seconds until what happened before ``t`` is in Prometheus: ``scrapes`` scrapes of every
+        target (of ``job``) since ``t``, then every rule group evaluated after them. None after
+        ``timeout``."""
+        t0 = time.monotonic()
+
+        def scraped() -> bool:
+            try:
+                return self.scraped_since(t, scrapes, job)
+            except OSError:
+                return False
+
+        if wait_for(scraped, timeout, interval=0.5) is None:
+            return None
+        t_scraped = time.time()
+
+        def evaluated() -> bool:
+            try:
+                return self.evaluated_since(t_scraped)
+            except OSError:
+                return False
+
+        left = timeout - (time.monotonic() - t0)
+        if wait_for(evaluated, max(left, 1.0), interval=0.5) is None:
+            return None
+        return time.monotonic() - t0
+
+
+def _epoch(rfc3339: str) -> float:
+    """Prometheus's RFC 3339 time (nanoseconds, Z) as a Unix time; its zero time far negative."""
+    return datetime.fromisoformat(rfc3339).timestamp()
 
 
 def monitoring(ctx: Context) -> Prometheus:

@@ -90,7 +90,7 @@ def kill_database(stack: Stack) -> tuple[float, str]:
     )  # fmt: skip
     lost_at = time.time()
     stack.docker("rm", "-f", db)
-    time.sleep(1.0)
+    time.sleep(1.0)  # the writers past the loss: nothing succeeds to wait for
     return lost_at, volume
 
 

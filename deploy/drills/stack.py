@@ -310,18 +310,32 @@ class Stack:
 class NetworkLoad:
     """A running ``python -m drills.load`` process (see drills.load for the line protocol)."""
 
+    #: The start of a progress line (drills.load.progress_line).
+    PROGRESS = '{"event":"progress",'
+
     def __init__(self, name: str, proc: subprocess.Popen[str]) -> None:
         self.name, self.proc = name, proc
         self._lines: queue.Queue[str | None] = queue.Queue()
-        threading.Thread(target=self._read, daemon=True).start()
         self.started_at: float | None = None
+        #: (when, 2xx answers by then), as the load last reported (every 0.1 s while it grows)
+        self.progress: tuple[float, int] = (0.0, 0)
+        threading.Thread(target=self._read, daemon=True).start()
 
     def _read(self) -> None:
         assert self.proc.stdout is not None
         with self.proc.stdout:  # closed at EOF: the reader owns the pipe
             for line in self.proc.stdout:
-                self._lines.put(line)
+                if line.startswith(self.PROGRESS):
+                    event = json.loads(line)
+                    self.progress = (float(event["t"]), int(event["ok"]))
+                else:
+                    self._lines.put(line)
         self._lines.put(None)
+
+    @property
+    def ok(self) -> int:
+        """2xx answers so far, as the load last reported."""
+        return self.progress[1]
 
     def wait_started(self, timeout: float = 60) -> float:
         try:

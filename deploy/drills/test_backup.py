@@ -27,7 +27,7 @@ from typing import Any
 import pytest
 
 from drills.client import Connection, Outcome, request_once, split_url
-from drills.common import Context, DrillResult, LoadRun, wait_for
+from drills.common import Context, DrillResult, LoadRun, expect_answers, wait_for
 from drills.stack import DrillError, Stack, log
 
 TITLE = "Backup under writes, down -v, restore; corrupted archive refused; scheduled backups"
@@ -248,14 +248,14 @@ def test_backup_restore(ctx: Context, result: DrillResult) -> None:
         # Writes only: every row present before the backup must come back unchanged.
         load = stack.start_load(f"{prefix}-w", clients=4, max_seconds=60, ops=("POST",))
         load.wait_started()
-        time.sleep(1.0)
+        expect_answers(result, load, 20, "before the backup")  # 5 writes per writer
         rows_before = _rows(stack)
         secret = (stack.root / "deploy/secrets/dev-db-password.txt").read_text().strip()
         began = time.time()
         with _PsWatch(secret) as ps:
             rc, out, err = _run(stack, ["deploy/scripts/backup.sh"], backup_env)
         backup_s = time.time() - began
-        time.sleep(0.5)
+        expect_answers(result, load, 4, "after the backup")  # a write per writer
         writes = LoadRun(load.stop())
         if rc != 0:
             raise DrillError(f"backup.sh exited {rc}: {err.strip()[-1000:]}")

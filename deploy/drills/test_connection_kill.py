@@ -14,7 +14,15 @@ import time
 import pytest
 
 from drills.client import Outcome
-from drills.common import Context, DrillResult, LoadRun, describe, worker_pids
+from drills.common import (
+    Context,
+    DrillResult,
+    LoadRun,
+    describe,
+    expect_answers,
+    warm_up,
+    worker_pids,
+)
 from drills.stack import log
 
 TITLE = "Every database connection killed, twice, under read load"
@@ -39,7 +47,7 @@ def test_connection_kill(ctx: Context, result: DrillResult) -> None:
     kills: list[tuple[float, int]] = []
     try:
         load.wait_started()
-        time.sleep(ctx.warmup)
+        warm_up(ctx, load, clients=CLIENTS)
         for _ in range(KILLS):
             proc = stack.compose(
                 "exec", "-T", "db", "psql", "-qAt", "-U", "heroes", "-d", "heroes", "-c",
@@ -47,7 +55,8 @@ def test_connection_kill(ctx: Context, result: DrillResult) -> None:
             )  # fmt: skip
             kills.append((time.time(), int(proc.stdout.strip() or 0)))
             log(f"drill 15: terminated {kills[-1][1]} api connections")
-            time.sleep(3.0)
+            # Reads answered again after the kill (every client twice) before the next one.
+            expect_answers(result, load, 2 * CLIENTS, "after a kill")
         data = load.stop()
     except BaseException:
         load.kill()

@@ -39,9 +39,11 @@ def test_every_panel_has_data(ctx: Context, result: DrillResult) -> None:
     load = stack.start_load(f"d37-{ctx.run_id}", ctx.api_url, 4, max_seconds=300)
     empty: list[str] = []
     try:
-        load.wait_started()
-        # Two scrapes of everything and a 5-minute budget rule evaluated at least once.
-        time.sleep(30.0)
+        t_load = load.wait_started()
+        # Two scrapes of everything and the rules evaluated after them (the 5-minute budget
+        # group, evaluated once at a time of its own: the retries below).
+        recorded = prom.wait_recorded(t_load, scrapes=2, timeout=90)
+        result.expect(recorded is not None, "two scrapes of every target not seen within 90 s")
         queries = panels()
         for attempt in range(12):
             empty = [

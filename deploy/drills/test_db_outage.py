@@ -69,7 +69,7 @@ def test_database_outage(ctx: Context, result: DrillResult) -> None:
             + [time.time()]
         )
         log(f"drill 3: database back, accepting connections {t_db_ready - t_up:.1f}s after start")
-        time.sleep(RECOVERY_TARGET_S + 4)
+        time.sleep(RECOVERY_TARGET_S + 4)  # a duration: the load watched over the recovery target
         data = load.stop()
     run_ = LoadRun(data)
     after = stack.inspect(api)

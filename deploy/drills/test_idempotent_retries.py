@@ -19,7 +19,6 @@ Bounded: about 3 s warm-up, the replacement (a few seconds), 3 s after it, retri
 from __future__ import annotations
 
 import json
-import time
 from collections import Counter, defaultdict
 from typing import Any
 
@@ -29,9 +28,11 @@ from drills.common import (
     KILL,
     Context,
     DrillResult,
+    expect_answers,
     start_keyed_load,
     stored_counts,
     wait_for,
+    warm_up,
     worker_pids,
 )
 from drills.stack import log
@@ -47,7 +48,7 @@ def test_idempotent_retries(ctx: Context, result: DrillResult) -> None:
     load = start_keyed_load(ctx, prefix)
     try:
         load.wait_started()
-        time.sleep(ctx.warmup)
+        warm_up(ctx, load, clients=CLIENTS)
         workers = worker_pids(stack)
         kill = json.loads(stack.exec_python("api", KILL))
         victim = kill["victim"]
@@ -56,7 +57,8 @@ def test_idempotent_retries(ctx: Context, result: DrillResult) -> None:
             lambda: victim not in (pids := worker_pids(stack)) and len(pids) >= len(workers),
             timeout=30,
         )
-        time.sleep(3.0)
+        # Writes acknowledged after the replacement (every client twice).
+        expect_answers(result, load, 2 * CLIENTS, "after the worker's replacement")
         data = load.stop()
     except BaseException:
         load.proc.kill()  # our own child, by its pid

@@ -29,7 +29,7 @@ import time
 
 import pytest
 
-from drills.common import Context, DrillResult, wait_for
+from drills.common import Context, DrillResult, wait_for, warm_up
 from drills.monitoring_stack import (
     FIRE_TARGET_S,
     RESOLVE_TARGET_S,
@@ -51,6 +51,13 @@ TITLE_REPLICAS = (
 
 # --- 23 --------------------------------------------------------------------------------------
 
+#: Some series of the replica's /health/ready counter (HeroesReplicaRestarted's) has 3 samples or
+#: more in the last minute: scraped a few times.
+SCRAPED_3 = (
+    'max(count_over_time(heroes_http_requests_total{{job="api",route="/health/ready",'
+    'instance="{instance}"}}[1m])) >= 3'
+)
+
 
 @pytest.mark.drill(
     23, TITLE_DB, stage="monitoring", services=("prometheus", "alertmanager", "alert-log", "db")
@@ -62,7 +69,10 @@ def test_monitoring_database_down(ctx: Context, result: DrillResult) -> None:
     load = stack.start_load(f"d23-{ctx.run_id}", ctx.api_url, clients, max_seconds=400)
     try:
         load.wait_started()
-        time.sleep(max(ctx.warmup, 10.0))  # some successes in the SLO windows first
+        # Some successes in the SLO windows first: answers, then scraped and the rules evaluated.
+        warm_up(ctx, load, clients=clients)
+        recorded = prom.wait_recorded(time.time(), job="api")
+        result.expect(recorded is not None, "the load's answers not in Prometheus within 60 s")
         t_stop = time.time()
         log("drill 23: docker compose stop db (until the alerts fire)")
         stack.compose("stop", "db", timeout=60)
@@ -139,7 +149,14 @@ def test_monitoring_replica_down(ctx: Context, result: DrillResult) -> None:
     pid = int(stack.inspect(victim)["State"]["Pid"])
     restarts = int(stack.inspect(victim)["RestartCount"])
     # Prometheus must have scraped the replica's counter a few times before the crash.
-    time.sleep(3 * SCRAPE_S)
+    scraped = wait_for(
+        lambda: bool(
+            prom.get("/api/v1/query", query=SCRAPED_3.format(instance=instance))["result"]
+        ),
+        timeout=60,
+        interval=1.0,
+    )
+    result.expect(scraped is not None, f"{instance}'s counter not scraped 3 times in a minute")
     t_kill = time.time()
     _kill(pid)
     log(f"drill 24: SIGKILL to pid {pid} (replica {victim[:12]}, target {instance})")

@@ -103,10 +103,10 @@ def _wrong_passphrase(new: Stack) -> dict[str, Any]:
 def _drill(result: DrillResult, old: Stack, new: Stack, prefix: str) -> None:
     load = keyed_writers(old, prefix, seconds=ARCHIVE_TIMEOUT * 3 + 60)
     try:
-        time.sleep(ARCHIVE_TIMEOUT * 2 + 5)
+        time.sleep(ARCHIVE_TIMEOUT * 2 + 5)  # archive_timeout's timer: two segments by time
         lost_at = time.time()
         old.docker("kill", "-s", "KILL", old.container("db"))
-        time.sleep(1.0)
+        time.sleep(1.0)  # the writers past the loss: nothing succeeds to wait for
     finally:
         data = load.stop()
     log("drill 38: database killed; the first host's stack removed with its volumes")

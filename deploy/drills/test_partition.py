@@ -28,7 +28,16 @@ from functools import partial
 import pytest
 
 from drills.client import Outcome
-from drills.common import Context, DrillResult, LoadRun, describe, proxy_slots, wait_for
+from drills.common import (
+    Context,
+    DrillResult,
+    LoadRun,
+    describe,
+    expect_answers,
+    proxy_slots,
+    wait_for,
+    warm_up,
+)
 from drills.fault_load import CLIENTS, Fault, expect_bounded, under_fault
 from drills.stack import log
 
@@ -113,14 +122,14 @@ def test_partition_replica(ctx: Context, result: DrillResult) -> None:
     load = stack.start_load(prefix, clients=CLIENTS)
     try:
         load.wait_started()
-        time.sleep(ctx.warmup)
+        warm_up(ctx, load, clients=CLIENTS)
         with stack.partitioned(victim, edge) as cut:
             log(f"drill 17: replica {victim[:12]} partitioned from the proxy")
             down = wait_for(lambda: not stack.routed(victim), timeout=REPLICA_PARTITION_S)
             time.sleep(max(0.0, REPLICA_PARTITION_S - (time.time() - cut)))
         healed = time.time()
         back = wait_for(lambda: stack.routed(victim), timeout=30)
-        time.sleep(2.0)
+        expect_answers(result, load, 2 * CLIENTS, "after the heal")
         data = load.stop()
     except BaseException:
         load.kill()

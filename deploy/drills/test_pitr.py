@@ -27,7 +27,7 @@ from typing import Any
 import pytest
 
 from drills.client import Outcome, request_once
-from drills.common import Context, DrillResult, LoadRun, db_ages, wait_for
+from drills.common import Context, DrillResult, LoadRun, db_ages, expect_answers, wait_for
 from drills.pitr import (
     SERVICES,
     WRITERS,
@@ -78,7 +78,7 @@ def test_pitr_volume_lost(ctx: Context, result: DrillResult) -> None:
     log(f"drill 20: {WRITERS} writers for {timeout + 15}s (archive_timeout {timeout}s)")
     load = writers(ctx, prefix, seconds=timeout + 60)
     try:
-        time.sleep(timeout + 15)
+        time.sleep(timeout + 15)  # archive_timeout's timer: a segment archived by time, not size
         before = wal(stack)
         lost_at, volume = kill_database(stack)
     finally:
@@ -122,12 +122,12 @@ def test_pitr_undo_mistake(ctx: Context, result: DrillResult) -> None:
     log(f"drill 21: {WRITERS} writers, T, a DELETE of every hero, restore.sh --force --to T")
     load = writers(ctx, prefix, seconds=60)
     try:
-        time.sleep(8)
+        expect_answers(result, load, 5 * WRITERS, "before T")
         t = time.time()
-        time.sleep(3)
+        expect_answers(result, load, 3 * WRITERS, "after T")
         snapshot = rows(stack)  # rows never change once written: what each was at T
         deleted = stack.psql("WITH d AS (DELETE FROM hero RETURNING 1) SELECT count(*) FROM d")
-        time.sleep(1)
+        expect_answers(result, load, WRITERS, "after the DELETE")
     finally:
         run = LoadRun(load.stop())
     target = datetime.fromtimestamp(t, UTC).isoformat(sep=" ", timespec="microseconds")
@@ -203,7 +203,7 @@ def test_pitr_archive_broken(ctx: Context, result: DrillResult) -> None:
     log("drill 22: the repository made unwritable under load")
     load = writers(ctx, prefix, seconds=300)
     try:
-        time.sleep(2)
+        expect_answers(result, load, 2 * WRITERS, "before the repository broke")
         stack.docker("exec", "-u", "0", db, "chmod", "-R", "a-w", "/var/lib/pgbackrest")
         broke = time.monotonic()
         seen: dict[str, float] = {}

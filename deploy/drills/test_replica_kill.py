@@ -25,6 +25,7 @@ from drills.common import (
     LoadRun,
     check_persistence,
     describe,
+    expect_answers,
     wait_for,
     warmed_load,
 )
@@ -57,7 +58,7 @@ def test_replica_kill(ctx: Context, result: DrillResult) -> None:
         # "starting" on start; the proxy may not have noticed the kill yet at this point).
         back = wait_for(lambda: _healthy(stack, victim) and stack.routed(victim), timeout=45)
         back_s = None if back is None else time.time() - t_kill
-        time.sleep(1.0)
+        expect_answers(result, load, 2 * ctx.clients, "after the replica was back")
         data = load.stop()
     run_ = LoadRun(data)
     failed = run_.failed

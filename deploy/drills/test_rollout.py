@@ -34,6 +34,7 @@ from drills.common import (
     check_persistence,
     derived_image,
     describe,
+    expect_answers,
     proxied_revisions,
     replica_revisions,
     rollout,
@@ -75,7 +76,7 @@ def test_rollout_new_image(ctx: Context, result: DrillResult) -> None:
         t0 = time.time()
         code, stderr, seconds = rollout(stack, image)
         print(stderr, flush=True)
-        time.sleep(1.0)
+        expect_answers(result, load, 2 * ctx.clients, "after the rollout")
         data = load.stop()
     run_ = LoadRun(data)
     if code == 0:
@@ -224,7 +225,7 @@ def _failed_rollout(
         code, stderr, seconds = rollout(stack, image, **env)
         ended = time.time()
         print(stderr, flush=True)
-        time.sleep(1.0)
+        expect_answers(result, load, 2 * ctx.clients, "after the rollout")
         data = load.stop()
     run_ = LoadRun(data)
     after = replica_revisions(stack)

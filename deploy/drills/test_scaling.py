@@ -28,6 +28,7 @@ from drills.common import (
     LoadRun,
     check_persistence,
     describe,
+    expect_answers,
     own_stack,
     wait_for,
     warmed_load,
@@ -53,13 +54,13 @@ def test_scaling(ctx: Context, result: DrillResult) -> None:
             timeout=90, interval=0.5,
         )  # fmt: skip
         up_s = None if up is None else time.monotonic() - t0
-        time.sleep(2.0)
+        expect_answers(result, load, 2 * ctx.clients, "after the scale-up")
         log(f"drill 11: docker compose up -d --scale api={start}")
         t1 = time.monotonic()
         stack.compose("up", "-d", "--no-deps", "--no-recreate", "--scale", f"api={start}",
                       "api", timeout=180)  # fmt: skip
         down_s = time.monotonic() - t1
-        time.sleep(1.0)
+        expect_answers(result, load, 2 * ctx.clients, "after the scale-down")
         data = load.stop()
     run_ = LoadRun(data)
     failed = run_.failed

@@ -24,6 +24,7 @@ from drills.common import (
     LoadRun,
     check_persistence,
     describe,
+    expect_answers,
     proxy_marked_down,
     proxy_slots,
     wait_for,
@@ -58,7 +59,7 @@ def test_sigterm_under_write_load(ctx: Context, result: DrillResult) -> None:
         stack.docker("stop", "-t", f"{grace:.0f}", victim, timeout=grace + 30)
         t_stopped = time.time()
         t_down = proxy_marked_down(stack, t_stop, slots)
-        time.sleep(0.5)
+        expect_answers(result, load, ctx.clients, "after the stop")
         data = load.stop()
     run_ = LoadRun(data)
     state = stack.inspect(victim)["State"]

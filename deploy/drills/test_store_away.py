@@ -18,9 +18,9 @@ import time
 import pytest
 
 from drills.client import Outcome
-from drills.common import Context, DrillResult, LoadRun, db_ages, wait_for
+from drills.common import Context, DrillResult, LoadRun, db_ages, expect_answers, wait_for
 from drills.offsite import standin_stack
-from drills.pitr import wal, writers
+from drills.pitr import WRITERS, wal, writers
 from drills.stack import DrillError, Stack, log
 
 TITLE = "The object store away for 5 minutes under writes: alert, writes go on, no gap after"
@@ -69,7 +69,7 @@ def _drill(result: DrillResult, ctx: Context, stack: Stack) -> None:
     pending = 0.0
     budget = float(2**30)  # HEROES_PITR_WAL_BUDGET, the stack's default
     try:
-        time.sleep(5)
+        expect_answers(result, load, 2 * WRITERS, "before the store froze")
         log(f"drill 40: the object store frozen for {AWAY_S}s")
         stack.docker("pause", front)
         t0 = time.monotonic()
@@ -103,7 +103,7 @@ def _drill(result: DrillResult, ctx: Context, stack: Stack) -> None:
             timeout=240,
             interval=5,
         )
-        time.sleep(5)
+        expect_answers(result, load, 2 * WRITERS, "after the archiver recovered")
     finally:
         run = LoadRun(load.stop())
     stack.psql("SELECT pg_switch_wal()")

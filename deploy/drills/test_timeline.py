@@ -19,9 +19,10 @@ from datetime import UTC, datetime
 import pytest
 
 from drills.client import Outcome
-from drills.common import Context, DrillResult, LoadRun, db_ages
+from drills.common import Context, DrillResult, LoadRun, db_ages, expect_answers
 from drills.pitr import (
     SERVICES,
+    WRITERS,
     archive_timeout,
     kill_database,
     remove_data,
@@ -40,11 +41,11 @@ def test_restore_to_then_latest(ctx: Context, result: DrillResult) -> None:
     timeout = archive_timeout(stack)
     load = writers(ctx, f"{prefix}-a", seconds=60)
     try:
-        time.sleep(6)
+        expect_answers(result, load, 5 * WRITERS, "before T")
         t = time.time()
-        time.sleep(2)
+        expect_answers(result, load, 3 * WRITERS, "after T")
         stack.psql("DELETE FROM hero")
-        time.sleep(1)
+        expect_answers(result, load, WRITERS, "after the DELETE")
     finally:
         first = LoadRun(load.stop())
     log("drill 39: a full backup on the old timeline, after the mistake (the daily one's place)")
@@ -57,7 +58,7 @@ def test_restore_to_then_latest(ctx: Context, result: DrillResult) -> None:
     log(f"drill 39: writes on the new timeline for {timeout + 15}s, then the volume lost")
     load = writers(ctx, f"{prefix}-b", seconds=timeout + 60)
     try:
-        time.sleep(timeout + 15)
+        time.sleep(timeout + 15)  # archive_timeout's timer: the last segment archived
         lost_at, volume = kill_database(stack)
     finally:
         second = LoadRun(load.stop())

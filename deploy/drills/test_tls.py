@@ -39,6 +39,7 @@ from drills.common import (
     LoadRun,
     check_persistence,
     describe,
+    expect_answers,
     user_script,
     wait_for,
     warmed_load,
@@ -230,7 +231,7 @@ def _drill(
         swapped = wait_for(lambda: handshake(https, ca, ["http/1.1"])["serial"] == serial_b,
                            timeout=20, interval=0.2)  # fmt: skip
         swap_s = None if swapped is None else time.monotonic() - t_swap
-        time.sleep(3.0)
+        expect_answers(result, load, 2 * ctx.clients, "after the reload")
         data = load.stop()
     run_ = LoadRun(data)
     failed = run_.failed

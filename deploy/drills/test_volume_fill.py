@@ -65,7 +65,7 @@ def _filling(ctx: Context, disk: LoopDisk, result: DrillResult) -> dict[str, flo
             break
         if disk.free_bytes() < 1 << 20:
             break  # full: the page, if any, came too late
-        time.sleep(1.0)
+        time.sleep(1.0)  # the loop's tick: it paces the growth (RATE_BPS) and the polls
     result.figures["free_at_firing_mb"] = round(disk.free_bytes() / 2**20, 1)
     result.figures["full_in_s_at_firing"] = round(disk.free_bytes() / RATE_BPS)
     result.expect("firing" in seen, f"{ALERT} never fired; the disk ran full or time ran out")

@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 
-from drills.common import Context, DrillResult
+from drills.common import Context, DrillResult, warm_up
 from drills.monitoring_stack import (
     FIRE_TARGET_S,
     RESOLVE_TARGET_S,
@@ -65,7 +65,10 @@ def test_proxy_killed_pages_from_outside(ctx: Context, result: DrillResult) -> N
     load = stack.start_load(f"d32-{ctx.run_id}", ctx.api_url, 4, max_seconds=400)
     try:
         load.wait_started()
-        time.sleep(10.0)
+        # Traffic first, and the outside-in probes' success recorded after it.
+        warm_up(ctx, load, clients=4)
+        recorded = prom.wait_recorded(time.time(), job="blackbox")
+        result.expect(recorded is not None, "the probes not recorded within 60 s")
         t_kill = time.time()
         log("drill 32: docker compose kill proxy (a manual stop: no restart)")
         stack.compose("kill", "proxy", timeout=60)

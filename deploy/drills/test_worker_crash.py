@@ -30,6 +30,7 @@ from drills.common import (
     LoadRun,
     check_persistence,
     describe,
+    expect_answers,
     warmed_load,
     worker_pids,
 )
@@ -62,7 +63,7 @@ def test_worker_crash(ctx: Context, result: DrillResult) -> None:
         # The load's keep-alive connections stay on the surviving worker; new connections are
         # what a fresh worker gets. Open some until one is answered by the replacement.
         served_by_new = _probe(stack, ctx.api_url, new_pids, since=t_kill)
-        time.sleep(2.0)
+        expect_answers(result, load, 2 * ctx.clients, "after the worker's replacement")
         data = load.stop()
     run_ = LoadRun(data)
     after = stack.inspect(api)
