@@ -8,7 +8,9 @@ drill starts the container again at once, as the policy would after a crash.
 
 Pass: failed requests <= the connections the replica held, all of them sent before the kill,
 none of them a read (HAProxy retries a GET whose server died; it never replays a write); every
-acknowledged write readable; the replica back in rotation within 15 s of the kill.
+acknowledged write readable; the replica back in rotation within 15 s of the kill. Requests the
+proxy sheds while the capacity is halved (503 "overloaded", with Retry-After: its overload bounds,
+docs/load-balancing.md) never reached a replica: counted apart, each with Retry-After.
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ TITLE = "Replica killed (docker kill -s KILL) under load, through the proxy"
 BACK_TARGET_S = 15.0
 
 HELD = ESTABLISHED_8000 + "print(established_8000())\n"
+#: In the body of the proxy's load-shedding 503 (deploy/haproxy/haproxy.cfg, backends shed_*).
+SHED = "overloaded"
 
 
 def _healthy(stack: Stack, container: str) -> bool:
@@ -61,7 +65,8 @@ def test_replica_kill(ctx: Context, result: DrillResult) -> None:
         expect_answers(result, load, 2 * ctx.clients, "after the replica was back")
         data = load.stop()
     run_ = LoadRun(data)
-    failed = run_.failed
+    shed = [r for r in run_.failed if r.status == 503 and SHED in r.snippet]
+    failed = [r for r in run_.failed if r not in shed]
     # A read whose answer had begun when the replica died cannot be replayed by any proxy (the
     # client already has part of it): counted apart. Any other failed read is a miss.
     partial_reads = [r for r in failed if r.is_read and r.outcome is Outcome.PARTIAL]
@@ -72,6 +77,7 @@ def test_replica_kill(ctx: Context, result: DrillResult) -> None:
         sent=len(run_.sent),
         failed=len(failed),
         failed_statuses=sorted({r.status for r in failed}),
+        shed=len(shed),
         counts=run_.counts(),
         in_flight_bound=held,
         failed_reads=len(reads),
@@ -87,6 +93,8 @@ def test_replica_kill(ctx: Context, result: DrillResult) -> None:
         f"{len(failed)} requests failed, more than the {held} the replica held: {describe(failed)}",
     )
     result.expect(not reads, f"{len(reads)} reads failed: {describe(reads)}")
+    bare = [r for r in shed if not r.retry_after]
+    result.expect(not bare, f"{len(bare)} shed without Retry-After: {describe(bare)}")
     result.expect(not late, f"{len(late)} requests failed after the kill: {describe(late)}")
     result.expect(
         back_s is not None and back_s <= BACK_TARGET_S,
@@ -95,7 +103,8 @@ def test_replica_kill(ctx: Context, result: DrillResult) -> None:
     )
     result.summary = (
         f"{ctx.clients} clients: sent {f['sent']}, failed {f['failed']} (statuses "
-        f"{f['failed_statuses']}; the replica held {held} connections), none after the kill, no "
+        f"{f['failed_statuses']}; the replica held {held} connections), none after the kill, "
+        f"shed by the proxy {f['shed']} (503 with Retry-After), no "
         f"read failed before its answer began (cut mid-answer: {f['reads_cut_mid_answer']}); "
         f"acked {f['acked']}, in DB {f['in_db']}, lost {f['lost']}; back in rotation "
         f"{f['back_in_rotation_s']} s after the kill"
