@@ -16,6 +16,7 @@ docs/load-balancing.md) never reached a replica: counted apart, each with Retry-
 from __future__ import annotations
 
 import time
+from collections import Counter
 
 import pytest
 
@@ -78,6 +79,8 @@ def test_replica_kill(ctx: Context, result: DrillResult) -> None:
         failed=len(failed),
         failed_statuses=sorted({r.status for r in failed}),
         shed=len(shed),
+        # What each failure was, as a client sees it (status and the start of the body).
+        failed_kinds=dict(Counter(f"{r.status} {r.error or r.snippet[:60]}" for r in failed)),
         counts=run_.counts(),
         in_flight_bound=held,
         failed_reads=len(reads),
