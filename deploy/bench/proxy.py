@@ -230,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
                 results: dict[str, list[Route]] = {}
                 for scenario in ("get_one", "post"):
                     routes = [
-                        _stack_route(c, f"{'AB'[min(i, 1)]}{i or ''}: {c.image}", "proxy", 8080)
+                        _stack_route(c, f"{'A' if i == 0 else f'B{i}'}: {c.image}", "proxy", 8080)
                         for i, c in enumerate(stacks)
                     ]
                     if scenario == "get_one":
