@@ -160,7 +160,8 @@ def render(
         + "".join(f", **{key}={value}**" for key, value in (heroes_env or {}).items())
         + ".",
         "- (c) `deploy/bench/ceiling_app.py`: the same queries with FastAPI + a raw psycopg 3 "
-        "pool (min 5, max 15 per worker), autocommit, orjson; async = `AsyncConnectionPool` + "
+        "pool (min 5, max 15 per worker), autocommit, orjson, its routes on an `APIRouter` "
+        "included in the app as heroes has them; async = `AsyncConnectionPool` + "
         "`async def`, sync = `ConnectionPool` + `def`. The targets use the faster per scenario.",
         "",
         "| Scenario | App | req/s | vs (a) | p50 ms | p99 ms | errors "
