@@ -8,8 +8,9 @@
 # directory. Steps:
 #   1. migrations first, with IMAGE (the one-shot `migrate` container; the running replicas must
 #      accept the new schema: expand first, contract in a later release);
-#   2. as many new replicas as there are old ones, started beside them (--no-recreate);
-#   3. wait until each new one is healthy (/health/ready) and the proxy routes to it;
+#   2. as many new replicas as there are old ones, started beside them (--no-recreate), the
+#      proxy's free slots held in drain meanwhile (no requests until a replica is healthy);
+#   3. wait until each new one is healthy (/health/ready), then let the proxy route to it;
 #   4. each old replica out of rotation in HAProxy (runtime API: maint), its in-flight requests
 #      finished, then stopped (SIGTERM: drain + graceful) and removed.
 # If a new replica is not healthy and routed within ROLLOUT_TIMEOUT seconds (default 120), or
@@ -77,6 +78,48 @@ set_state() {  # backend, address, state: the slot holding that address, in both
 }
 running_api() { "${compose[@]}" ps -q --status running api | sort; }
 
+# HAProxy 3.0 puts a slot UP the moment DNS fills it, before any check ("start OK"; 3.1 has
+# init-state): a new replica that listens and then dies at boot (its workers crash) would get
+# requests that are lost with it. So the free slots (resolution maintenance, no address yet)
+# are held in drain while the new replicas start: DNS and the checks go on, no request goes
+# there; each is released once its replica is healthy, and the rest when the script ends.
+RMAINT=32 FDRAIN=16  # bits of show servers state's srv_admin_state
+held=()
+hold_free_slots() {
+  local b slot _a _op adm cmds=()
+  for b in api api_panic; do
+    while read -r slot _a _op adm; do
+      if (( adm & RMAINT )); then held+=("$b/$slot"); cmds+=("set server $b/$slot state drain"); fi
+    done < <(servers "$b")
+  done
+  [ "${#cmds[@]}" -eq 0 ] || haproxy_cmd "$(IFS=';'; echo "${cmds[*]}")" >/dev/null
+}
+release() {  # the slots of container $1 (healthy) out of drain, in both backends
+  local addr
+  for addr in $(addresses "$1"); do
+    set_state api "$addr" ready >/dev/null
+    set_state api_panic "$addr" ready >/dev/null
+  done
+}
+release_held() {  # at exit: every held slot back to ready once none holds a removed replica
+  [ "${#held[@]}" -gt 0 ] || return 0
+  local b slot _a _op adm waiting cmds=()
+  for _ in $(seq 50); do
+    waiting=0
+    for b in api api_panic; do
+      while read -r slot _a _op adm; do
+        if (( (adm & FDRAIN) && !(adm & RMAINT) )) && [[ " ${held[*]} " == *" $b/$slot "* ]]; then
+          waiting=1  # still drained with an address: a removed new replica until DNS drops it
+        fi
+      done < <(servers "$b")
+    done
+    [ "$waiting" = 1 ] || break
+    sleep 0.2
+  done
+  for slot in "${held[@]}"; do cmds+=("set server $slot state ready"); done
+  haproxy_cmd "$(IFS=';'; echo "${cmds[*]}")" >/dev/null || true
+}
+
 proxy_id=$("${compose[@]}" ps -q --status running proxy)
 [ -n "$proxy_id" ] || die "the proxy service is not running (docker compose up -d first)"
 mapfile -t old < <(running_api)
@@ -88,6 +131,8 @@ log "migrations with $image"
 "${compose[@]}" run --rm --no-deps -T migrate >&2 || die "migrations with $image exited non-zero; nothing else changed"
 
 log "starting $n new replica(s) beside the old ones"
+trap release_held EXIT
+hold_free_slots
 "${compose[@]}" up -d --no-deps --no-recreate --scale "api=$((2 * n))" api >&2 2>&1 ||
   true  # judged below, by health: a replica that exits at once is a failure like any other
 mapfile -t new < <(comm -13 <(printf '%s\n' "${old[@]}") <("${compose[@]}" ps -a -q api | sort))
@@ -127,6 +172,7 @@ while [ "${#pending[@]}" -gt 0 ]; do
       die "$why; removed the new ones, the $n old one(s) still serve"
     fi
     health=$(docker inspect -f '{{if .State.Health}}{{.State.Health.Status}}{{else}}{{.State.Status}}{{end}}' "$c" 2>/dev/null || echo gone)
+    [ "$health" != healthy ] || release "$c"
     if [ "$health" = healthy ] && routed "$c"; then
       log "new replica ${c:0:12} healthy and routed"
     else
